@@ -1,0 +1,372 @@
+//! One file's text in, typed and validated documents out. No filesystem here: tests feed strings.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ConfigError;
+use crate::gateway::{Gateway, GatewaySpec};
+use crate::meta::{DEFAULT_NAMESPACE, Kind, ObjectMeta, ResourceKey};
+use crate::route::{HttpRoute, HttpRouteSpec};
+use crate::secret::{Secret, SecretDocument};
+use crate::service::{Service, ServiceSpec};
+use crate::validate::{Problems, check_metadata};
+use crate::wasm_plugin::{WasmPlugin, WasmPluginSpec};
+
+/// A resource of a kind wasmgate acts on.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived parse output; boxing would only complicate matching"
+)]
+pub enum Resource {
+    Gateway(Gateway),
+    HttpRoute(HttpRoute),
+    Service(Service),
+    Secret(Secret),
+    WasmPlugin(WasmPlugin),
+}
+
+impl Resource {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Resource::Gateway(r) => &r.metadata,
+            Resource::HttpRoute(r) => &r.metadata,
+            Resource::Service(r) => &r.metadata,
+            Resource::Secret(r) => &r.metadata,
+            Resource::WasmPlugin(r) => &r.metadata,
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::HttpRoute(_) => Kind::HttpRoute,
+            Resource::Service(_) => Kind::Service,
+            Resource::Secret(_) => Kind::Secret,
+            Resource::WasmPlugin(_) => Kind::WasmPlugin,
+        }
+    }
+
+    pub fn key(&self) -> ResourceKey {
+        let m = self.metadata();
+        ResourceKey::new(self.kind(), &m.namespace, &m.name)
+    }
+}
+
+/// What one YAML document turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived parse output; boxing would only complicate matching"
+)]
+pub enum Document {
+    /// A kind wasmgate understands, valid: `warnings` are non-fatal notes (ignored fields, deprecations).
+    Valid {
+        resource: Resource,
+        warnings: Vec<ConfigError>,
+    },
+    /// A kind wasmgate understands, with at least one error. `key` names it so the last good version
+    /// can stay in force.
+    Invalid {
+        key: ResourceKey,
+        errors: Vec<ConfigError>,
+        warnings: Vec<ConfigError>,
+    },
+    /// Not a resource at all, or one that cannot be identified (no `kind`, no `metadata.name`, ...).
+    Unidentified { errors: Vec<ConfigError> },
+    /// A kind (or apiVersion) wasmgate does not act on. Never an error.
+    Ignored(IgnoredDocument),
+}
+
+/// A document of a kind wasmgate does not act on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IgnoredDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Why, for the log line.
+    pub reason: String,
+}
+
+/// A parsed file: `(document index, document)` for every non-empty document.
+pub type ParsedFile = Vec<(usize, Document)>;
+
+/// Parses every document of one file. `Err` is a file-level failure (YAML syntax, naming the line
+/// and column): the caller keeps the file's last good resources.
+pub fn parse_file(file: &Path, contents: &str) -> Result<ParsedFile, ConfigError> {
+    let mut out = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(contents).enumerate() {
+        let mut value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| ConfigError::file(file, format!("invalid YAML: {e}")))?;
+        value
+            .apply_merge()
+            .map_err(|e| ConfigError::file(file, format!("invalid YAML: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        out.push((index, parse_document(file, index, value)));
+    }
+    Ok(out)
+}
+
+/// Parses one document given as a YAML value.
+pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Document {
+    let err = |resource: Option<String>, field: Option<&str>, msg: String| {
+        ConfigError::at(file, Some(index), resource, field.map(str::to_owned), msg)
+    };
+    let Some(map) = value.as_mapping() else {
+        return Document::Unidentified {
+            errors: vec![err(
+                None,
+                None,
+                "document must be a mapping with apiVersion and kind".into(),
+            )],
+        };
+    };
+    let text = |k: &str| {
+        map.get(k)
+            .and_then(serde_yaml::Value::as_str)
+            .map(str::to_owned)
+    };
+    let meta = map.get("metadata");
+    let meta_text = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(serde_yaml::Value::as_str)
+            .map(str::to_owned)
+    };
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
+    let name = meta_text("name").unwrap_or_default();
+    let namespace = meta_text("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let (api_version, kind) = match (api_version, kind) {
+        (Some(a), Some(k)) if !a.is_empty() && !k.is_empty() => (a, k),
+        (a, k) => {
+            let mut errors = Vec::new();
+            let label = (!name.is_empty()).then(|| format!("{namespace}/{name}"));
+            if a.is_none_or(|a| a.is_empty()) {
+                errors.push(err(label.clone(), Some("apiVersion"), "required".into()));
+            }
+            if k.is_none_or(|k| k.is_empty()) {
+                errors.push(err(label, Some("kind"), "required".into()));
+            }
+            return Document::Unidentified { errors };
+        }
+    };
+    let Some(known) = Kind::from_type_meta(&api_version, &kind) else {
+        let reason = if ["Gateway", "HTTPRoute", "Service", "Secret", "WasmPlugin"]
+            .contains(&kind.as_str())
+        {
+            format!("apiVersion {api_version} of {kind} is not supported")
+        } else {
+            format!("kind {kind} is not used by wasmgate")
+        };
+        return Document::Ignored(IgnoredDocument {
+            api_version,
+            kind,
+            namespace,
+            name,
+            reason,
+        });
+    };
+    if known == Kind::ServiceMeshExtension {
+        // Hook for issue 6: translated into a WasmPlugin there.
+        let reason = "ServiceMeshExtension is not supported yet".to_owned();
+        return Document::Ignored(IgnoredDocument {
+            api_version,
+            kind,
+            namespace,
+            name,
+            reason,
+        });
+    }
+    if name.is_empty() {
+        let label = format!("{kind} (unnamed, namespace {namespace})");
+        return Document::Unidentified {
+            errors: vec![err(Some(label), Some("metadata.name"), "required".into())],
+        };
+    }
+    let label = format!("{kind} {namespace}/{name}");
+    let key = ResourceKey::new(known, &namespace, &name);
+    let mut p = Problems::default();
+    let resource = match known {
+        Kind::Gateway => typed::<GatewaySpec>(value, &mut p, true).map(|(metadata, spec)| {
+            let r = Gateway { metadata, spec };
+            r.validate(&mut p);
+            Resource::Gateway(r)
+        }),
+        Kind::HttpRoute => typed::<HttpRouteSpec>(value, &mut p, true).map(|(metadata, spec)| {
+            let mut r = HttpRoute { metadata, spec };
+            r.normalize();
+            r.validate(&mut p);
+            Resource::HttpRoute(r)
+        }),
+        Kind::Service => typed::<ServiceSpec>(value, &mut p, false).map(|(metadata, spec)| {
+            let r = Service { metadata, spec };
+            r.validate(&mut p);
+            Resource::Service(r)
+        }),
+        Kind::WasmPlugin => typed::<WasmPluginSpec>(value, &mut p, true).map(|(metadata, spec)| {
+            let mut r = WasmPlugin { metadata, spec };
+            r.validate(&mut p);
+            r.normalize();
+            Resource::WasmPlugin(r)
+        }),
+        Kind::Secret => deserialize::<SecretDocument>(value, &mut p).map(|doc| {
+            let r: Secret = doc.into_secret(&mut p);
+            r.validate(&mut p);
+            Resource::Secret(r)
+        }),
+        Kind::ServiceMeshExtension => None,
+    };
+    if let Some(r) = &resource {
+        check_metadata(&mut p, r.metadata());
+    }
+    let to_errors = |list: Vec<(String, String)>| {
+        list.into_iter()
+            .map(|(field, msg)| err(Some(label.clone()), Some(field.as_str()), msg))
+            .collect::<Vec<_>>()
+    };
+    let errors = to_errors(p.errors);
+    let warnings = to_errors(p.warnings);
+    match resource {
+        Some(resource) if errors.is_empty() => Document::Valid { resource, warnings },
+        _ => Document::Invalid {
+            key,
+            errors,
+            warnings,
+        },
+    }
+}
+
+/// The shape shared by every kind with a `spec`. `status` is accepted and dropped.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TypedDocument<S> {
+    #[allow(
+        dead_code,
+        reason = "read before deserializing; declared so deny_unknown_fields accepts it"
+    )]
+    api_version: String,
+    #[allow(
+        dead_code,
+        reason = "read before deserializing; declared so deny_unknown_fields accepts it"
+    )]
+    kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default = "Option::default")]
+    spec: Option<S>,
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted and ignored")]
+    status: Option<serde::de::IgnoredAny>,
+}
+
+fn typed<S: DeserializeOwned + Default>(
+    value: serde_yaml::Value,
+    p: &mut Problems,
+    spec_required: bool,
+) -> Option<(ObjectMeta, S)> {
+    let doc = deserialize::<TypedDocument<S>>(value, p)?;
+    let spec = match doc.spec {
+        Some(spec) => spec,
+        None if spec_required => {
+            p.error("spec", "required");
+            return None;
+        }
+        None => S::default(),
+    };
+    Some((doc.metadata, spec))
+}
+
+/// serde with the failing field's path. serde stops at its first error, so at most one problem
+/// comes from here; the `validate` passes then collect every other one.
+fn deserialize<T: DeserializeOwned>(value: serde_yaml::Value, p: &mut Problems) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            let message = e.into_inner().to_string();
+            let (field, message) = refine(path, message);
+            p.error(field, message);
+            None
+        }
+    }
+}
+
+/// Moves the field name of serde's "unknown field `x`" / "missing field `x`" into the path.
+fn refine(path: String, message: String) -> (String, String) {
+    // serde_path_to_error already ends the path with an unknown field's name, not a missing one's.
+    let join = |name: &str| {
+        if path.is_empty() || path == name {
+            name.to_owned()
+        } else if path.ends_with(&format!(".{name}")) {
+            path.clone()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    for (prefix, replacement) in [
+        ("unknown field `", "unknown field"),
+        ("missing field `", "required"),
+    ] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((name, tail)) = rest.split_once('`')
+        {
+            let tail = tail.trim_start_matches(',').trim();
+            let message = if tail.is_empty() {
+                replacement.to_owned()
+            } else {
+                format!("{replacement} ({tail})")
+            };
+            return (join(name), message);
+        }
+    }
+    (
+        if path.is_empty() {
+            "(document)".to_owned()
+        } else {
+            path
+        },
+        message,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refine_moves_field_names_into_the_path() {
+        assert_eq!(
+            refine(
+                "spec.rules[0]".into(),
+                "unknown field `matchs`, expected one of `name`, `matches`".into()
+            ),
+            (
+                "spec.rules[0].matchs".into(),
+                "unknown field (expected one of `name`, `matches`)".into()
+            )
+        );
+        assert_eq!(
+            refine("spec.listeners[0]".into(), "missing field `port`".into()),
+            ("spec.listeners[0].port".into(), "required".into())
+        );
+        assert_eq!(
+            refine(
+                "spec.prots".into(),
+                "unknown field `prots`, expected `ports`".into()
+            ),
+            (
+                "spec.prots".into(),
+                "unknown field (expected `ports`)".into()
+            )
+        );
+        assert_eq!(
+            refine(String::new(), "missing field `kind`".into()),
+            ("kind".into(), "required".into())
+        );
+    }
+}

@@ -1,0 +1,892 @@
+//! The set of resources in force, and how a reload changes it.
+//!
+//! Rules (the gateway relies on them):
+//! - a resource whose new version is invalid keeps its last good version in force; the rejected
+//!   version and its errors are recorded in [`Snapshot::rejected`];
+//! - a file that cannot be read or is not valid YAML keeps all its resources' last good versions;
+//! - deleting a file removes its resources, and a resource removed from a file is removed;
+//! - the same (kind, namespace, name) in two files: the first file by name wins (whether its version
+//!   is valid or not), the other is rejected with an error naming both files;
+//! - cross-resource facts are checked here: an HTTPS listener's certificateRef must name an existing
+//!   `kubernetes.io/tls` Secret (error: the Gateway version is rejected); an HTTPRoute parentRef to a
+//!   missing Gateway or listener, and a WasmPlugin imagePullSecret that names no
+//!   `kubernetes.io/dockerconfigjson` Secret in its namespace, are warnings.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+
+use crate::error::ConfigError;
+use crate::gateway::Gateway;
+use crate::meta::{Kind, NamespacedName, ObjectMeta, ResourceKey};
+use crate::parse::{Document, Resource, parse_file};
+use crate::route::HttpRoute;
+use crate::secret::{SECRET_TYPE_DOCKER_CONFIG_JSON, SECRET_TYPE_TLS, Secret};
+use crate::service::Service;
+use crate::wasm_plugin::WasmPlugin;
+
+/// A resource in force, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    /// Shared between snapshots while unchanged: `Arc::ptr_eq` tells "same version".
+    pub resource: Arc<T>,
+    pub source: PathBuf,
+    /// 0-based YAML document index in `source`.
+    pub document: usize,
+    /// Assigned when the key first came into force; kept across updates. Breaks ties stably.
+    pub seq: u64,
+    /// When the key first came into force (fallback for a missing creationTimestamp).
+    pub first_seen: SystemTime,
+}
+
+impl<T> Deref for Sourced<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.resource
+    }
+}
+
+impl<T: HasMetadata> Sourced<T> {
+    /// `metadata.creationTimestamp` if given, else the first-seen time (Istio's tie-break input).
+    pub fn created(&self) -> SystemTime {
+        match &self.resource.metadata().creation_timestamp {
+            Some(ts) => {
+                let secs = ts.unix_seconds;
+                let nanos = std::time::Duration::from_nanos(u64::from(ts.nanos));
+                if secs >= 0 {
+                    UNIX_EPOCH + std::time::Duration::from_secs(secs.unsigned_abs()) + nanos
+                } else {
+                    UNIX_EPOCH - std::time::Duration::from_secs(secs.unsigned_abs()) + nanos
+                }
+            }
+            None => self.first_seen,
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Sourced<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Sourced", 5)?;
+        st.serialize_field("source", &self.source)?;
+        st.serialize_field("document", &self.document)?;
+        st.serialize_field("seq", &self.seq)?;
+        let ms = self
+            .first_seen
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        st.serialize_field("firstSeenUnixMs", &ms)?;
+        st.serialize_field("resource", &*self.resource)?;
+        st.end()
+    }
+}
+
+/// Access to `metadata` for every kind.
+pub trait HasMetadata {
+    fn metadata(&self) -> &ObjectMeta;
+}
+
+macro_rules! has_metadata {
+    ($($t:ty),*) => { $(impl HasMetadata for $t { fn metadata(&self) -> &ObjectMeta { &self.metadata } })* };
+}
+has_metadata!(Gateway, HttpRoute, Service, Secret, WasmPlugin);
+
+/// A document of a kind wasmgate does not act on (the gateway logs each once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ignored {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub document: usize,
+    pub reason: String,
+}
+
+/// A version that was not taken into force, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejected {
+    /// `None` when the document could not be identified (no kind, no name, not YAML).
+    pub key: Option<ResourceKey>,
+    pub file: PathBuf,
+    pub document: Option<usize>,
+    pub errors: Vec<ConfigError>,
+    /// Whether an earlier good version of `key` stays in force.
+    pub kept_last_good: bool,
+}
+
+/// An immutable view of the configuration in force. Serializes to JSON for `/config_dump`
+/// (Secret values print as `<redacted N bytes>`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Increments on every reload that changes anything in the snapshot; 0 before the first load.
+    pub generation: u64,
+    pub gateways: BTreeMap<NamespacedName, Sourced<Gateway>>,
+    pub routes: BTreeMap<NamespacedName, Sourced<HttpRoute>>,
+    pub services: BTreeMap<NamespacedName, Sourced<Service>>,
+    pub secrets: BTreeMap<NamespacedName, Sourced<Secret>>,
+    pub wasm_plugins: BTreeMap<NamespacedName, Sourced<WasmPlugin>>,
+    pub ignored: Vec<Ignored>,
+    pub rejected: Vec<Rejected>,
+    /// Non-fatal notes: ignored fields, deprecations, dangling references.
+    pub warnings: Vec<ConfigError>,
+}
+
+impl Snapshot {
+    /// Every error of this snapshot (all rejected versions), in file order.
+    pub fn errors(&self) -> Vec<ConfigError> {
+        self.rejected
+            .iter()
+            .flat_map(|r| r.errors.iter().cloned())
+            .collect()
+    }
+
+    pub fn gateway(&self, namespace: &str, name: &str) -> Option<&Sourced<Gateway>> {
+        self.gateways.get(&NamespacedName::new(namespace, name))
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Sourced<Service>> {
+        self.services.get(&NamespacedName::new(namespace, name))
+    }
+
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Sourced<Secret>> {
+        self.secrets.get(&NamespacedName::new(namespace, name))
+    }
+
+    /// WasmPlugins in Istio's chain order (phase, priority descending with unset = `i32::MIN`,
+    /// creation time, name, namespace; then first-seen sequence).
+    pub fn wasm_plugins_in_order(&self) -> Vec<&Sourced<WasmPlugin>> {
+        let mut v: Vec<_> = self.wasm_plugins.values().collect();
+        v.sort_by(|a, b| {
+            WasmPlugin::chain_order((&*a.resource, a.created()), (&*b.resource, b.created()))
+                .then(a.seq.cmp(&b.seq))
+        });
+        v
+    }
+
+    fn same_content(&self, other: &Snapshot) -> bool {
+        // Everything but the generation.
+        self.gateways == other.gateways
+            && self.routes == other.routes
+            && self.services == other.services
+            && self.secrets == other.secrets
+            && self.wasm_plugins == other.wasm_plugins
+            && self.ignored == other.ignored
+            && self.rejected == other.rejected
+            && self.warnings == other.warnings
+    }
+}
+
+/// What one reload did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadReport {
+    /// Generation of the snapshot returned with this report.
+    pub generation: u64,
+    /// Whether the snapshot changed (and the generation incremented).
+    pub changed: bool,
+    pub added: Vec<ResourceKey>,
+    pub updated: Vec<ResourceKey>,
+    pub removed: Vec<ResourceKey>,
+    /// Every error of this reload (equal to `snapshot.errors()`, plus a directory-level failure).
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+impl ReloadReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// One file given to [`ConfigStore::apply`]: its path and its text (or why it could not be read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub contents: Result<String, String>,
+}
+
+impl SourceFile {
+    pub fn new(path: impl Into<PathBuf>, contents: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            contents: Ok(contents.into()),
+        }
+    }
+}
+
+/// Holds the configuration in force across reloads. Not thread-safe by itself: one owner (the
+/// gateway's reload task) calls `reload`, and publishes the returned `Arc<Snapshot>`.
+#[derive(Debug, Default)]
+pub struct ConfigStore {
+    current: Arc<Snapshot>,
+    next_seq: u64,
+    loaded: bool,
+}
+
+impl ConfigStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot in force (empty, generation 0, before the first reload).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.clone()
+    }
+
+    /// Reads every `*.yaml` / `*.yml` file of `dir` (following symlinks, skipping hidden files such
+    /// as a ConfigMap's `..data`) and applies them. If the directory itself cannot be listed,
+    /// nothing changes and the report carries the error.
+    pub fn reload(&mut self, dir: &Path) -> (Arc<Snapshot>, ReloadReport) {
+        match read_dir_files(dir) {
+            Ok(files) => self.apply(files),
+            Err(e) => {
+                let report = ReloadReport {
+                    generation: self.current.generation,
+                    errors: vec![e],
+                    warnings: self.current.warnings.clone(),
+                    ..ReloadReport::default()
+                };
+                (self.current.clone(), report)
+            }
+        }
+    }
+
+    /// Applies the complete contents of the directory (every file, in any order). Files not listed
+    /// are treated as deleted.
+    pub fn apply(&mut self, mut files: Vec<SourceFile>) -> (Arc<Snapshot>, ReloadReport) {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let now = SystemTime::now();
+        let prev = self.current.clone();
+        let mut b = Builder::new(&prev, &mut self.next_seq, now);
+        for file in &files {
+            b.file(file);
+        }
+        b.cross_check();
+        let mut next = b.finish();
+
+        let mut report = diff(&prev, &next);
+        let changed = !self.loaded || !prev.same_content(&next);
+        next.generation = if changed {
+            prev.generation + 1
+        } else {
+            prev.generation
+        };
+        self.loaded = true;
+        report.generation = next.generation;
+        report.changed = changed;
+        report.errors = next.errors();
+        report.warnings = next.warnings.clone();
+        let next = if changed { Arc::new(next) } else { prev };
+        self.current = next.clone();
+        (next, report)
+    }
+}
+
+/// `wasmgate validate DIR`: every problem of the directory, or the snapshot it would serve.
+pub fn validate_dir(dir: &Path) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut store = ConfigStore::new();
+    let (snapshot, report) = store.reload(dir);
+    if report.errors.is_empty() {
+        Ok((*snapshot).clone())
+    } else {
+        Err(report.errors)
+    }
+}
+
+/// Lists the config files of `dir`: `*.yaml` / `*.yml`, not hidden, regular files after following
+/// symlinks.
+pub fn read_dir_files(dir: &Path) -> Result<Vec<SourceFile>, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::file(dir, format!("cannot read directory: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| ConfigError::file(dir, format!("cannot read directory: {e}")))?;
+        let path = entry.path();
+        if !is_config_file_name(&path) {
+            continue;
+        }
+        // `metadata` follows symlinks (ConfigMap files are symlinks into `..data`).
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue,
+            // A dangling symlink is a file the user meant; report it rather than skip it.
+            Err(e) => {
+                files.push(SourceFile {
+                    path,
+                    contents: Err(format!("cannot read file: {e}")),
+                });
+                continue;
+            }
+        }
+        let contents = std::fs::read_to_string(&path).map_err(|e| format!("cannot read file: {e}"));
+        files.push(SourceFile { path, contents });
+    }
+    Ok(files)
+}
+
+/// `*.yaml` / `*.yml`, not starting with `.` (editor temp files, `..data`).
+pub fn is_config_file_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+fn diff(prev: &Snapshot, next: &Snapshot) -> ReloadReport {
+    let mut r = ReloadReport::default();
+    fn one<T: PartialEq>(
+        kind: Kind,
+        a: &BTreeMap<NamespacedName, Sourced<T>>,
+        b: &BTreeMap<NamespacedName, Sourced<T>>,
+        r: &mut ReloadReport,
+    ) {
+        let key = |n: &NamespacedName| ResourceKey::new(kind, &n.namespace, &n.name);
+        for (n, v) in b {
+            match a.get(n) {
+                None => r.added.push(key(n)),
+                Some(old) if old.resource != v.resource => r.updated.push(key(n)),
+                Some(_) => {}
+            }
+        }
+        r.removed
+            .extend(a.keys().filter(|n| !b.contains_key(*n)).map(key));
+    }
+    one(Kind::Gateway, &prev.gateways, &next.gateways, &mut r);
+    one(Kind::HttpRoute, &prev.routes, &next.routes, &mut r);
+    one(Kind::Service, &prev.services, &next.services, &mut r);
+    one(Kind::Secret, &prev.secrets, &next.secrets, &mut r);
+    one(
+        Kind::WasmPlugin,
+        &prev.wasm_plugins,
+        &next.wasm_plugins,
+        &mut r,
+    );
+    r
+}
+
+/// A resource of any kind in force, during a build.
+#[derive(Debug, Clone)]
+struct Entry {
+    resource: AnyResource,
+    source: PathBuf,
+    document: usize,
+    seq: u64,
+    first_seen: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+enum AnyResource {
+    Gateway(Arc<Gateway>),
+    HttpRoute(Arc<HttpRoute>),
+    Service(Arc<Service>),
+    Secret(Arc<Secret>),
+    WasmPlugin(Arc<WasmPlugin>),
+}
+
+impl AnyResource {
+    fn from_resource(r: Resource) -> Self {
+        match r {
+            Resource::Gateway(r) => AnyResource::Gateway(Arc::new(r)),
+            Resource::HttpRoute(r) => AnyResource::HttpRoute(Arc::new(r)),
+            Resource::Service(r) => AnyResource::Service(Arc::new(r)),
+            Resource::Secret(r) => AnyResource::Secret(Arc::new(r)),
+            Resource::WasmPlugin(r) => AnyResource::WasmPlugin(Arc::new(r)),
+        }
+    }
+
+    fn same_version(&self, other: &AnyResource) -> bool {
+        match (self, other) {
+            (AnyResource::Gateway(a), AnyResource::Gateway(b)) => a == b,
+            (AnyResource::HttpRoute(a), AnyResource::HttpRoute(b)) => a == b,
+            (AnyResource::Service(a), AnyResource::Service(b)) => a == b,
+            (AnyResource::Secret(a), AnyResource::Secret(b)) => a == b,
+            (AnyResource::WasmPlugin(a), AnyResource::WasmPlugin(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Where a key was first claimed in this build (for duplicate detection).
+#[derive(Debug, Clone)]
+struct Claim {
+    file: PathBuf,
+    document: Option<usize>,
+}
+
+struct Builder<'a> {
+    prev: &'a Snapshot,
+    next_seq: &'a mut u64,
+    now: SystemTime,
+    in_force: BTreeMap<ResourceKey, Entry>,
+    /// Keys whose version in `in_force` is new in this build (not a kept last-good one).
+    fresh: HashMap<ResourceKey, ()>,
+    claims: HashMap<ResourceKey, Claim>,
+    ignored: Vec<Ignored>,
+    rejected: Vec<Rejected>,
+    warnings: Vec<ConfigError>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(prev: &'a Snapshot, next_seq: &'a mut u64, now: SystemTime) -> Self {
+        Self {
+            prev,
+            next_seq,
+            now,
+            in_force: BTreeMap::new(),
+            fresh: HashMap::new(),
+            claims: HashMap::new(),
+            ignored: Vec::new(),
+            rejected: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn file(&mut self, file: &SourceFile) {
+        let parsed = match &file.contents {
+            Ok(text) => parse_file(&file.path, text),
+            Err(e) => Err(ConfigError::file(&file.path, e.clone())),
+        };
+        let docs = match parsed {
+            Ok(docs) => docs,
+            Err(e) => return self.keep_file(&file.path, e),
+        };
+        for (index, doc) in docs {
+            match doc {
+                Document::Ignored(d) => self.ignored.push(Ignored {
+                    api_version: d.api_version,
+                    kind: d.kind,
+                    namespace: d.namespace,
+                    name: d.name,
+                    file: file.path.clone(),
+                    document: index,
+                    reason: d.reason,
+                }),
+                Document::Unidentified { errors } => {
+                    // Without a key, the best guess at "its last good version" is whatever this
+                    // file held at the same document index.
+                    let kept = self.prev_at(&file.path, index);
+                    let kept_last_good = match kept {
+                        Some(key) if !self.claims.contains_key(&key) => {
+                            self.claim(&key, &file.path, Some(index));
+                            self.keep_prev(&key)
+                        }
+                        _ => false,
+                    };
+                    self.rejected.push(Rejected {
+                        key: None,
+                        file: file.path.clone(),
+                        document: Some(index),
+                        errors,
+                        kept_last_good,
+                    });
+                }
+                Document::Valid { resource, warnings } => {
+                    let key = resource.key();
+                    if self.duplicate(&key, &file.path, index) {
+                        continue;
+                    }
+                    self.warnings.extend(warnings);
+                    self.put(key, AnyResource::from_resource(resource), &file.path, index);
+                }
+                Document::Invalid {
+                    key,
+                    errors,
+                    warnings,
+                } => {
+                    if self.duplicate(&key, &file.path, index) {
+                        continue;
+                    }
+                    self.warnings.extend(warnings);
+                    let kept_last_good = self.keep_prev(&key);
+                    self.rejected.push(Rejected {
+                        key: Some(key),
+                        file: file.path.clone(),
+                        document: Some(index),
+                        errors,
+                        kept_last_good,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The file could not be read or parsed: everything it held stays as it was.
+    fn keep_file(&mut self, path: &Path, error: ConfigError) {
+        let keys: Vec<ResourceKey> = prev_entries(self.prev)
+            .filter(|(_, src, _)| *src == path)
+            .map(|(k, _, _)| k)
+            .collect();
+        let mut kept_any = false;
+        for key in keys {
+            if let Some(winner) = self.claims.get(&key) {
+                let msg = format!("duplicate {key}: already defined in {}", describe(winner));
+                self.rejected.push(Rejected {
+                    key: Some(key.clone()),
+                    file: path.to_owned(),
+                    document: None,
+                    errors: vec![ConfigError::at(
+                        path,
+                        None,
+                        Some(key.to_string()),
+                        None,
+                        msg,
+                    )],
+                    kept_last_good: false,
+                });
+                continue;
+            }
+            self.claim(&key, path, None);
+            kept_any |= self.keep_prev(&key);
+        }
+        self.ignored
+            .extend(self.prev.ignored.iter().filter(|i| i.file == path).cloned());
+        self.rejected.push(Rejected {
+            key: None,
+            file: path.to_owned(),
+            document: None,
+            errors: vec![error],
+            kept_last_good: kept_any,
+        });
+    }
+
+    fn prev_at(&self, path: &Path, index: usize) -> Option<ResourceKey> {
+        prev_entries(self.prev)
+            .find(|(_, src, doc)| *src == path && *doc == index)
+            .map(|(k, _, _)| k)
+    }
+
+    fn claim(&mut self, key: &ResourceKey, file: &Path, document: Option<usize>) {
+        self.claims.insert(
+            key.clone(),
+            Claim {
+                file: file.to_owned(),
+                document,
+            },
+        );
+    }
+
+    /// Records the claim, or rejects the document as a duplicate of an earlier claim.
+    fn duplicate(&mut self, key: &ResourceKey, file: &Path, index: usize) -> bool {
+        if let Some(winner) = self.claims.get(key) {
+            let msg = if winner.file == file {
+                format!(
+                    "duplicate {key}: already defined in document {} of this file",
+                    winner.document.unwrap_or(0)
+                )
+            } else {
+                format!(
+                    "duplicate {key}: already defined in {}; the first file by name wins",
+                    describe(winner)
+                )
+            };
+            self.rejected.push(Rejected {
+                key: Some(key.clone()),
+                file: file.to_owned(),
+                document: Some(index),
+                errors: vec![ConfigError::at(
+                    file,
+                    Some(index),
+                    Some(key.to_string()),
+                    None,
+                    msg,
+                )],
+                kept_last_good: false,
+            });
+            return true;
+        }
+        self.claim(key, file, Some(index));
+        false
+    }
+
+    fn put(&mut self, key: ResourceKey, resource: AnyResource, file: &Path, index: usize) {
+        let prev = prev_entry(self.prev, &key);
+        let (seq, first_seen, resource) = match prev {
+            // Unchanged content keeps the same Arc, so consumers can skip rebuilding it.
+            Some(p) if p.resource.same_version(&resource) => (p.seq, p.first_seen, p.resource),
+            Some(p) => (p.seq, p.first_seen, resource),
+            None => {
+                let seq = *self.next_seq;
+                *self.next_seq += 1;
+                (seq, self.now, resource)
+            }
+        };
+        self.fresh.insert(key.clone(), ());
+        self.in_force.insert(
+            key,
+            Entry {
+                resource,
+                source: file.to_owned(),
+                document: index,
+                seq,
+                first_seen,
+            },
+        );
+    }
+
+    /// Keeps the previous version of `key` in force, if there was one.
+    fn keep_prev(&mut self, key: &ResourceKey) -> bool {
+        match prev_entry(self.prev, key) {
+            Some(e) => {
+                self.fresh.remove(key);
+                self.in_force.insert(key.clone(), e);
+                true
+            }
+            None => {
+                self.in_force.remove(key);
+                false
+            }
+        }
+    }
+
+    /// Checks between resources. Only versions new in this build are rejected for them (a kept
+    /// last-good version stays, with a warning).
+    fn cross_check(&mut self) {
+        let secrets: HashMap<(String, String), Arc<Secret>> = self
+            .in_force
+            .iter()
+            .filter_map(|(k, e)| match &e.resource {
+                AnyResource::Secret(s) => Some(((k.namespace.clone(), k.name.clone()), s.clone())),
+                _ => None,
+            })
+            .collect();
+        let gateways: HashMap<(String, String), Arc<Gateway>> = self
+            .in_force
+            .iter()
+            .filter_map(|(k, e)| match &e.resource {
+                AnyResource::Gateway(g) => Some(((k.namespace.clone(), k.name.clone()), g.clone())),
+                _ => None,
+            })
+            .collect();
+
+        let mut problems: Vec<(ResourceKey, String, String, bool)> = Vec::new(); // (key, field, message, is_error)
+        for (key, entry) in &self.in_force {
+            match &entry.resource {
+                AnyResource::Gateway(g) => {
+                    for (i, l) in g.spec.listeners.iter().enumerate() {
+                        let Some(tls) = l.tls.as_ref().filter(|_| l.is_https()) else {
+                            continue;
+                        };
+                        for (j, r) in tls.certificate_refs.iter().enumerate() {
+                            let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+                            let field = format!("spec.listeners[{i}].tls.certificateRefs[{j}]");
+                            match secrets.get(&(ns.clone(), r.name.clone())) {
+                                None => problems.push((
+                                    key.clone(),
+                                    field,
+                                    format!("Secret {ns}/{} not found", r.name),
+                                    true,
+                                )),
+                                Some(s) if s.secret_type != SECRET_TYPE_TLS => problems.push((
+                                    key.clone(),
+                                    field,
+                                    format!(
+                                        "Secret {ns}/{} has type {:?}, must be {SECRET_TYPE_TLS}",
+                                        r.name, s.secret_type
+                                    ),
+                                    true,
+                                )),
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                }
+                AnyResource::HttpRoute(route) => {
+                    for (i, parent) in route.spec.parent_refs.iter().enumerate() {
+                        let ns = route.parent_namespace(parent).to_owned();
+                        let field = format!("spec.parentRefs[{i}]");
+                        match gateways.get(&(ns.clone(), parent.name.clone())) {
+                            None => problems.push((
+                                key.clone(),
+                                field,
+                                format!("Gateway {ns}/{} not found (yet)", parent.name),
+                                false,
+                            )),
+                            Some(g) => {
+                                if let Some(section) = &parent.section_name
+                                    && g.listener(section).is_none()
+                                {
+                                    problems.push((
+                                        key.clone(),
+                                        format!("{field}.sectionName"),
+                                        format!(
+                                            "Gateway {ns}/{} has no listener named {section:?}",
+                                            parent.name
+                                        ),
+                                        false,
+                                    ));
+                                }
+                                if let Some(port) = parent.port
+                                    && !g.spec.listeners.iter().any(|l| l.port == port)
+                                {
+                                    problems.push((
+                                        key.clone(),
+                                        format!("{field}.port"),
+                                        format!(
+                                            "Gateway {ns}/{} has no listener on port {port}",
+                                            parent.name
+                                        ),
+                                        false,
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                AnyResource::WasmPlugin(w) => {
+                    if let Some(name) = &w.spec.image_pull_secret {
+                        let ns = &key.namespace;
+                        match secrets.get(&(ns.clone(), name.clone())) {
+                            None => problems.push((
+                                key.clone(),
+                                "spec.imagePullSecret".into(),
+                                format!("Secret {ns}/{name} not found; pulling without credentials"),
+                                false,
+                            )),
+                            Some(s) if s.secret_type != SECRET_TYPE_DOCKER_CONFIG_JSON => problems.push((
+                                key.clone(),
+                                "spec.imagePullSecret".into(),
+                                format!(
+                                    "Secret {ns}/{name} has type {:?}, not {SECRET_TYPE_DOCKER_CONFIG_JSON}; pulling without credentials",
+                                    s.secret_type
+                                ),
+                                false,
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                }
+                AnyResource::Service(_) | AnyResource::Secret(_) => {}
+            }
+        }
+        // A new version with a cross-resource error is rejected as a whole (all its errors in one
+        // record), and the last good version stays. Everything else becomes a warning.
+        let mut errors: BTreeMap<ResourceKey, Vec<ConfigError>> = BTreeMap::new();
+        for (key, field, message, is_error) in problems {
+            let entry = &self.in_force[&key];
+            let e = ConfigError::at(
+                &entry.source,
+                Some(entry.document),
+                Some(key.to_string()),
+                Some(field),
+                message,
+            );
+            if is_error && self.fresh.contains_key(&key) {
+                errors.entry(key).or_default().push(e);
+            } else {
+                self.warnings.push(e);
+            }
+        }
+        for (key, errs) in errors {
+            let entry = &self.in_force[&key];
+            let (file, document) = (entry.source.clone(), entry.document);
+            let kept_last_good = self.keep_prev(&key);
+            self.rejected.push(Rejected {
+                key: Some(key),
+                file,
+                document: Some(document),
+                errors: errs,
+                kept_last_good,
+            });
+        }
+    }
+
+    fn finish(mut self) -> Snapshot {
+        // Report in file order, whatever the stage that found the problem.
+        self.rejected
+            .sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
+        self.warnings
+            .sort_by(|a, b| (&a.file, a.document).cmp(&(&b.file, b.document)));
+        let mut s = Snapshot {
+            ignored: self.ignored,
+            rejected: self.rejected,
+            warnings: self.warnings,
+            ..Snapshot::default()
+        };
+        for (key, e) in self.in_force {
+            let name = key.namespaced_name();
+            macro_rules! put {
+                ($map:ident, $r:expr) => {{
+                    s.$map.insert(
+                        name,
+                        Sourced {
+                            resource: $r,
+                            source: e.source,
+                            document: e.document,
+                            seq: e.seq,
+                            first_seen: e.first_seen,
+                        },
+                    );
+                }};
+            }
+            match e.resource {
+                AnyResource::Gateway(r) => put!(gateways, r),
+                AnyResource::HttpRoute(r) => put!(routes, r),
+                AnyResource::Service(r) => put!(services, r),
+                AnyResource::Secret(r) => put!(secrets, r),
+                AnyResource::WasmPlugin(r) => put!(wasm_plugins, r),
+            };
+        }
+        s
+    }
+}
+
+fn describe(c: &Claim) -> String {
+    match c.document {
+        Some(d) => format!("{}[doc {d}]", c.file.display()),
+        None => c.file.display().to_string(),
+    }
+}
+
+/// `(key, source, document)` of every resource in force in `s`.
+fn prev_entries(s: &Snapshot) -> impl Iterator<Item = (ResourceKey, &Path, usize)> {
+    fn it<'a, T>(
+        kind: Kind,
+        m: &'a BTreeMap<NamespacedName, Sourced<T>>,
+    ) -> impl Iterator<Item = (ResourceKey, &'a Path, usize)> + 'a {
+        m.iter().map(move |(n, e)| {
+            (
+                ResourceKey::new(kind, &n.namespace, &n.name),
+                e.source.as_path(),
+                e.document,
+            )
+        })
+    }
+    it(Kind::Gateway, &s.gateways)
+        .chain(it(Kind::HttpRoute, &s.routes))
+        .chain(it(Kind::Service, &s.services))
+        .chain(it(Kind::Secret, &s.secrets))
+        .chain(it(Kind::WasmPlugin, &s.wasm_plugins))
+}
+
+fn prev_entry(s: &Snapshot, key: &ResourceKey) -> Option<Entry> {
+    let name = key.namespaced_name();
+    macro_rules! get {
+        ($map:ident, $variant:ident) => {
+            s.$map.get(&name).map(|e| Entry {
+                resource: AnyResource::$variant(e.resource.clone()),
+                source: e.source.clone(),
+                document: e.document,
+                seq: e.seq,
+                first_seen: e.first_seen,
+            })
+        };
+    }
+    match key.kind {
+        Kind::Gateway => get!(gateways, Gateway),
+        Kind::HttpRoute => get!(routes, HttpRoute),
+        Kind::Service => get!(services, Service),
+        Kind::Secret => get!(secrets, Secret),
+        Kind::WasmPlugin => get!(wasm_plugins, WasmPlugin),
+        Kind::ServiceMeshExtension => None,
+    }
+}

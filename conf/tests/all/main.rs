@@ -1,0 +1,8 @@
+//! Integration tests of wasmgate-conf, one binary (one link) for all of them.
+
+mod golden;
+mod kinds;
+mod redaction;
+mod reload;
+mod support;
+mod watch;
