@@ -29,6 +29,7 @@ pub mod parse;
 pub mod route;
 pub mod secret;
 pub mod service;
+pub mod service_mesh_extension;
 pub mod store;
 mod validate;
 pub mod wasm_plugin;
@@ -47,6 +48,7 @@ pub use route::{
 };
 pub use secret::{Secret, SecretBytes};
 pub use service::{Endpoint, IntOrString, Service, ServicePort, ServiceSpec};
+pub use service_mesh_extension::convert_service_mesh_extensions;
 pub use store::{
     ConfigStore, HasMetadata, Ignored, Rejected, ReloadReport, Snapshot, SourceFile, Sourced,
     validate_dir,

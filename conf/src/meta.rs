@@ -55,6 +55,16 @@ pub struct ObjectMeta {
     pub managed_fields: Option<serde_json::Value>,
 }
 
+impl ObjectMeta {
+    /// An empty `namespace` means the default one, as in `kubectl apply`.
+    pub(crate) fn normalized(mut self) -> Self {
+        if self.namespace.is_empty() {
+            self.namespace = default_namespace();
+        }
+        self
+    }
+}
+
 fn default_namespace() -> String {
     DEFAULT_NAMESPACE.to_owned()
 }
@@ -250,7 +260,7 @@ pub enum Kind {
     Service,
     Secret,
     WasmPlugin,
-    /// `maistra.io/v1` (issue 6): recognised, translated to a WasmPlugin later; today recorded as ignored.
+    /// `maistra.io/v1`: translated to the equivalent WasmPlugin (keyed as a WasmPlugin).
     ServiceMeshExtension,
 }
 

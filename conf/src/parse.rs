@@ -11,6 +11,7 @@ use crate::meta::{DEFAULT_NAMESPACE, Kind, ObjectMeta, ResourceKey};
 use crate::route::{HttpRoute, HttpRouteSpec};
 use crate::secret::{Secret, SecretDocument};
 use crate::service::{Service, ServiceSpec};
+use crate::service_mesh_extension::{ServiceMeshExtensionSpec, translate as translate_sme};
 use crate::validate::{Problems, check_metadata};
 use crate::wasm_plugin::{WasmPlugin, WasmPluginSpec};
 
@@ -139,7 +140,10 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
     };
     let (api_version, kind) = (text("apiVersion"), text("kind"));
     let name = meta_text("name").unwrap_or_default();
-    let namespace = meta_text("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    // An empty namespace means the default one, as in `kubectl apply`.
+    let namespace = meta_text("namespace")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     let (api_version, kind) = match (api_version, kind) {
         (Some(a), Some(k)) if !a.is_empty() && !k.is_empty() => (a, k),
         (a, k) => {
@@ -170,17 +174,6 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
             reason,
         });
     };
-    if known == Kind::ServiceMeshExtension {
-        // Hook for issue 6: translated into a WasmPlugin there.
-        let reason = "ServiceMeshExtension is not supported yet".to_owned();
-        return Document::Ignored(IgnoredDocument {
-            api_version,
-            kind,
-            namespace,
-            name,
-            reason,
-        });
-    }
     if name.is_empty() {
         let label = format!("{kind} (unnamed, namespace {namespace})");
         return Document::Unidentified {
@@ -188,7 +181,13 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
         };
     }
     let label = format!("{kind} {namespace}/{name}");
-    let key = ResourceKey::new(known, &namespace, &name);
+    // A ServiceMeshExtension is served as the WasmPlugin it translates to: same identity.
+    let key_kind = if known == Kind::ServiceMeshExtension {
+        Kind::WasmPlugin
+    } else {
+        known
+    };
+    let key = ResourceKey::new(key_kind, &namespace, &name);
     let mut p = Problems::default();
     let resource = match known {
         Kind::Gateway => typed::<GatewaySpec>(value, &mut p, true).map(|(metadata, spec)| {
@@ -218,7 +217,13 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
             r.validate(&mut p);
             Resource::Secret(r)
         }),
-        Kind::ServiceMeshExtension => None,
+        Kind::ServiceMeshExtension => {
+            typed::<ServiceMeshExtensionSpec>(value, &mut p, true).map(|(metadata, spec)| {
+                let mut r = translate_sme(metadata, spec, &mut p);
+                r.normalize();
+                Resource::WasmPlugin(r)
+            })
+        }
     };
     if let Some(r) = &resource {
         check_metadata(&mut p, r.metadata());
@@ -277,7 +282,7 @@ fn typed<S: DeserializeOwned + Default>(
         }
         None => S::default(),
     };
-    Some((doc.metadata, spec))
+    Some((doc.metadata.normalized(), spec))
 }
 
 /// serde with the failing field's path. serde stops at its first error, so at most one problem

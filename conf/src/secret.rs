@@ -217,7 +217,7 @@ impl SecretDocument {
             data.insert(key, SecretBytes(text.into_bytes()));
         }
         Secret {
-            metadata: self.metadata,
+            metadata: self.metadata.normalized(),
             secret_type: self
                 .secret_type
                 .unwrap_or_else(|| SECRET_TYPE_OPAQUE.to_owned()),

@@ -25,7 +25,7 @@ fn valid_fixtures_load_with_every_kind() {
     assert_eq!(s.routes.len(), 2);
     assert_eq!(s.services.len(), 2);
     assert_eq!(s.secrets.len(), 2);
-    assert_eq!(s.wasm_plugins.len(), 5);
+    assert_eq!(s.wasm_plugins.len(), 6);
     assert!(s.rejected.is_empty());
     let mut ignored: Vec<_> = s
         .ignored
@@ -406,4 +406,120 @@ fn parse_file_reports_each_document() {
         )
     ));
     assert!(matches!(&docs[1], (2, Document::Ignored(d)) if d.kind == "Deployment"));
+}
+
+#[test]
+fn valid_fixtures_warn_only_about_ignored_and_deprecated_fields() {
+    let s = valid_snapshot();
+    let prefix = format!("{}/", fixtures().join("valid").display());
+    let warnings: Vec<_> = lines(&s.warnings)
+        .iter()
+        .map(|w| w.replace(&prefix, ""))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "bookinfo-gateway.yaml[doc 0] Gateway default/bookinfo-gateway: spec.listeners[0].allowedRoutes: accepted but ignored by wasmgate",
+            "header-append-sme.yaml[doc 0] ServiceMeshExtension istio-system/header-append: kind: ServiceMeshExtension is \
+             deprecated: served as WasmPlugin istio-system/header-append (`wasmgate convert` prints it)",
+            "plugins-full.yaml[doc 1] WasmPlugin web/everything: spec.verificationKey: accepted but ignored by wasmgate",
+            "plugins-full.yaml[doc 2] WasmPlugin web/legacy-target: spec.targetRef: deprecated: use targetRefs",
+        ]
+    );
+}
+
+#[test]
+fn service_mesh_extension_is_served_as_its_wasm_plugin() {
+    let s = valid_snapshot();
+    let p = &s.wasm_plugins[&NamespacedName::new("istio-system", "header-append")];
+    assert_eq!(
+        p.spec.selector.as_ref().unwrap().match_labels["app"],
+        "httpbin"
+    );
+    assert_eq!(
+        p.spec.url_with_scheme(),
+        "oci://quay.io/maistra-dev/header-append-filter:2.1"
+    );
+    assert_eq!(p.spec.phase, PluginPhase::Stats, "PostAuthZ maps to STATS");
+    assert_eq!(p.spec.priority, Some(100));
+    assert_eq!(
+        p.spec.plugin_config_json(),
+        r#"{"another-header":"another-value","first-header":"some-value"}"#
+    );
+    assert!(
+        lines(&s.warnings).iter().any(|w| w.ends_with(
+            "ServiceMeshExtension istio-system/header-append: kind: ServiceMeshExtension is deprecated: served as \
+             WasmPlugin istio-system/header-append (`wasmgate convert` prints it)"
+        )),
+        "{:?}",
+        lines(&s.warnings)
+    );
+}
+
+#[test]
+fn convert_prints_the_wasm_plugin_yaml() {
+    let path = fixtures().join("valid/header-append-sme.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let yaml = convert_service_mesh_extensions(&path, &text).unwrap();
+    assert_eq!(
+        yaml,
+        "apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: header-append
+  namespace: istio-system
+spec:
+  phase: STATS
+  pluginConfig:
+    another-header: another-value
+    first-header: some-value
+  priority: 100
+  selector:
+    matchLabels:
+      app: httpbin
+  url: oci://quay.io/maistra-dev/header-append-filter:2.1
+"
+    );
+    // The printed YAML is a valid WasmPlugin with the same meaning.
+    let (s, r) = apply(&mut ConfigStore::new(), &[("converted.yaml", &yaml)]);
+    assert!(r.is_ok(), "{:?}", lines(&r.errors));
+    let converted = &s.wasm_plugins[&NamespacedName::new("istio-system", "header-append")];
+    let original =
+        &valid_snapshot().wasm_plugins[&NamespacedName::new("istio-system", "header-append")];
+    assert_eq!(converted.spec, original.spec);
+
+    let errors = convert_service_mesh_extensions(
+        std::path::Path::new("x.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        lines(&errors),
+        ["x.yaml: no ServiceMeshExtension (maistra.io/v1) in this file"]
+    );
+}
+
+#[test]
+fn service_mesh_extension_errors_name_its_own_fields() {
+    let yaml = "apiVersion: maistra.io/v1
+kind: ServiceMeshExtension
+metadata: {name: bad}
+spec:
+  workloadSelector: {labels: {app: \"*\"}}
+  config: \"not json\"
+  phase: PreRouting
+  imagePullPolicy: Never
+";
+    let errors =
+        convert_service_mesh_extensions(std::path::Path::new("sme.yaml"), yaml).unwrap_err();
+    assert_eq!(
+        lines(&errors),
+        [
+            "sme.yaml[doc 0] ServiceMeshExtension default/bad: spec.image: required",
+            "sme.yaml[doc 0] ServiceMeshExtension default/bad: spec.phase: unknown phase \"PreRouting\" (PreAuthN, PostAuthN, PreAuthZ, PostAuthZ, PreStats or PostStats)",
+            "sme.yaml[doc 0] ServiceMeshExtension default/bad: spec.imagePullPolicy: \"Never\" has no WasmPlugin equivalent (IfNotPresent or Always)",
+            "sme.yaml[doc 0] ServiceMeshExtension default/bad: spec.config: a string config must hold a JSON object to become WasmPlugin pluginConfig",
+            "sme.yaml[doc 0] ServiceMeshExtension default/bad: spec.workloadSelector.labels.app: wildcard is not supported in selector",
+        ]
+    );
 }
