@@ -125,6 +125,23 @@ impl Gateway {
         p.max_items("spec.listeners", &spec.listeners, MAX_LISTENERS);
         let mut names = HashSet::new();
         let mut combos = HashSet::new();
+        // One socket serves one protocol: HTTP and HTTPS listeners cannot share a port.
+        let mut port_protocols = std::collections::HashMap::new();
+        for (i, l) in spec.listeners.iter().enumerate() {
+            let f = format!("spec.listeners[{i}]");
+            if let Some(first) = port_protocols.insert(l.port, l.protocol.as_str())
+                && first != l.protocol
+            {
+                p.error(
+                    format!("{f}.protocol"),
+                    format!(
+                        "port {} already has a listener of protocol {first} (protocol conflict)",
+                        l.port
+                    ),
+                );
+                port_protocols.insert(l.port, first);
+            }
+        }
         for (i, l) in spec.listeners.iter().enumerate() {
             let f = format!("spec.listeners[{i}]");
             l.validate(p, &f);

@@ -354,6 +354,9 @@ impl HttpRoute {
 
     pub(crate) fn validate(&self, p: &mut Problems) {
         let spec = &self.spec;
+        if spec.parent_refs.is_empty() {
+            p.warn("spec.parentRefs", "empty: the route attaches to no Gateway");
+        }
         p.max_items("spec.parentRefs", &spec.parent_refs, MAX_PARENT_REFS);
         for (i, r) in spec.parent_refs.iter().enumerate() {
             let f = format!("spec.parentRefs[{i}]");

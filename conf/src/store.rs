@@ -669,6 +669,31 @@ impl<'a> Builder<'a> {
             .collect();
 
         let mut problems: Vec<(ResourceKey, String, String, bool)> = Vec::new(); // (key, field, message, is_error)
+        // All Gateways share the process's sockets: a port serves one protocol. The first Gateway
+        // (by namespace/name) keeps the port; later conflicting listeners are reported.
+        let mut port_owner: HashMap<u16, (&str, &ResourceKey)> = HashMap::new();
+        for (key, entry) in &self.in_force {
+            let AnyResource::Gateway(g) = &entry.resource else {
+                continue;
+            };
+            for (i, l) in g.spec.listeners.iter().enumerate() {
+                match port_owner.get(&l.port) {
+                    None => {
+                        port_owner.insert(l.port, (l.protocol.as_str(), key));
+                    }
+                    Some((proto, owner)) if *proto != l.protocol && *owner != key => problems.push((
+                        key.clone(),
+                        format!("spec.listeners[{i}].protocol"),
+                        format!(
+                            "port {} is already served as {proto} by Gateway {}/{}: this listener conflicts",
+                            l.port, owner.namespace, owner.name
+                        ),
+                        false,
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
         for (key, entry) in &self.in_force {
             match &entry.resource {
                 AnyResource::Gateway(g) => {

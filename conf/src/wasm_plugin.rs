@@ -363,6 +363,11 @@ impl WasmPlugin {
             validate_target_ref(p, &format!("spec.targetRefs[{i}]"), r);
         }
         validate_url(p, &spec.url);
+        if let (Some(sha), Some((_, digest))) = (spec.sha256(), spec.url.split_once("@sha256:"))
+            && sha != digest
+        {
+            p.error("spec.sha256", "does not match the @sha256: digest in url");
+        }
         if let Some(sha) = &spec.sha256
             && !(sha.is_empty()
                 || (sha.len() == 64 && sha.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))))

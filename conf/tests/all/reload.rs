@@ -356,3 +356,52 @@ fn snapshot_serializes_for_config_dump() {
         "spec.rules[0].matches[0].path.value"
     );
 }
+
+#[test]
+fn gateways_sharing_a_port_with_different_protocols_are_reported() {
+    let https = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw2}
+spec:
+  listeners:
+  - name: https
+    port: 8080
+    protocol: HTTPS
+    tls:
+      certificateRefs: [{name: cert}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: \"-----BEGIN CERTIFICATE-----\\nAA==\\n-----END CERTIFICATE-----\\n\"
+  tls.key: \"-----BEGIN PRIVATE KEY-----\\nAA==\\n-----END PRIVATE KEY-----\\n\"
+";
+    let (s, r) = apply(
+        &mut ConfigStore::new(),
+        &[("gw.yaml", GW), ("gw2.yaml", https)],
+    );
+    assert!(r.is_ok(), "{:?}", lines(&r.errors));
+    assert_eq!(s.gateways.len(), 2);
+    assert_eq!(
+        lines(&r.warnings),
+        [
+            "gw2.yaml[doc 0] Gateway default/gw2: spec.listeners[0].protocol: port 8080 is already served as HTTP by Gateway default/gw: this listener conflicts"
+        ]
+    );
+}
+
+#[test]
+fn route_without_parents_is_a_warning() {
+    let r = route("a", "/a").replace("  parentRefs: [{name: gw}]\n", "");
+    let (s, report) = apply(&mut ConfigStore::new(), &[("r.yaml", &r)]);
+    assert!(report.is_ok());
+    assert_eq!(s.routes.len(), 1);
+    assert_eq!(
+        lines(&report.warnings),
+        [
+            "r.yaml[doc 0] HTTPRoute default/a: spec.parentRefs: empty: the route attaches to no Gateway"
+        ]
+    );
+}
