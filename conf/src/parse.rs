@@ -212,11 +212,19 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
             r.normalize();
             Resource::WasmPlugin(r)
         }),
-        Kind::Secret => deserialize::<SecretDocument>(value, &mut p).map(|doc| {
-            let r: Secret = doc.into_secret(&mut p);
-            r.validate(&mut p);
-            Resource::Secret(r)
-        }),
+        Kind::Secret => {
+            let doc = deserialize::<SecretDocument>(value, &mut p);
+            // serde quotes the offending value ("invalid type: string \"...\""): in a Secret that
+            // may be the secret itself.
+            for (_, msg) in &mut p.errors {
+                *msg = redact_values(msg);
+            }
+            doc.map(|doc| {
+                let r: Secret = doc.into_secret(&mut p);
+                r.validate(&mut p);
+                Resource::Secret(r)
+            })
+        }
         Kind::ServiceMeshExtension => {
             typed::<ServiceMeshExtensionSpec>(value, &mut p, true).map(|(metadata, spec)| {
                 let mut r = translate_sme(metadata, spec, &mut p);
@@ -243,6 +251,18 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
             warnings,
         },
     }
+}
+
+/// Drops the values serde quotes in its messages (`string "x"`, `integer `5``, ...).
+fn redact_values(msg: &str) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(
+            r#"(string|integer|floating point|boolean|character|bytes) (?:"(?:[^"\\]|\\.)*"|`[^`]*`)"#,
+        )
+        .unwrap_or_else(|e| panic!("static regex: {e}"))
+    });
+    re.replace_all(msg, "$1 (value hidden)").into_owned()
 }
 
 /// The shape shared by every kind with a `spec`. `status` is accepted and dropped.
@@ -342,6 +362,22 @@ fn refine(path: String, message: String) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_values_are_redacted() {
+        assert_eq!(
+            redact_values(r#"invalid type: string "hunter2 \"x\"", expected a map"#),
+            "invalid type: string (value hidden), expected a map"
+        );
+        assert_eq!(
+            redact_values("invalid type: integer `42`, expected a map"),
+            "invalid type: integer (value hidden), expected a map"
+        );
+        assert_eq!(
+            redact_values("missing field `name`"),
+            "missing field `name`"
+        );
+    }
 
     #[test]
     fn refine_moves_field_names_into_the_path() {

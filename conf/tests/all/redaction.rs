@@ -69,6 +69,11 @@ stringData:
 ---
 apiVersion: v1
 kind: Secret
+metadata: {name: d}
+data: hunter2-where-a-map-belongs
+---
+apiVersion: v1
+kind: Secret
 metadata: {name: c}
 type: kubernetes.io/dockerconfigjson
 stringData:
@@ -81,7 +86,7 @@ stringData:
         lines(&r.errors).join("\n"),
         serde_json::to_string(&*s).unwrap()
     );
-    assert_eq!(r.errors.len(), 3, "{all}");
+    assert_eq!(r.errors.len(), 4, "{all}");
     for leak in ["hunter2", "98765432", "secret\""] {
         assert!(!all.contains(leak), "{leak} leaked:\n{all}");
     }
