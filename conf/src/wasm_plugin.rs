@@ -682,3 +682,70 @@ fn write_canonical_json(out: &mut String, v: &serde_json::Value) {
         other => out.push_str(&other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> WasmPluginSpec {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn plugin_config_json_is_istiods() {
+        let s = spec(
+            "url: x\npluginConfig: {b: [1.0, 2.5, 1e21, -3], a: {d: null, c: \"\\u00e9<>\"}}\n",
+        );
+        assert_eq!(
+            s.plugin_config_json(),
+            r#"{"a":{"c":"é<>","d":null},"b":[1,2.5,1e+21,-3]}"#
+        );
+        assert_eq!(spec("url: x\npluginConfig: {}\n").plugin_config_json(), "");
+        assert_eq!(spec("url: x\n").plugin_config_json(), "");
+    }
+
+    #[test]
+    fn gateway_port_matching_follows_istio() {
+        let any = spec("url: x\n");
+        assert!(any.matches_gateway_port(1));
+        let server_only = spec("url: x\nmatch: [{mode: SERVER}]\n");
+        assert!(!server_only.matches_gateway_port(80), "gateways are CLIENT");
+        let either = spec(
+            "url: x\nmatch: [{mode: SERVER}, {mode: CLIENT_AND_SERVER, ports: [{number: 80}]}]\n",
+        );
+        assert!(either.matches_gateway_port(80));
+        assert!(!either.matches_gateway_port(443));
+        let undefined = spec("url: x\nmatch: [{mode: 0, ports: [{number: 443}]}]\n");
+        assert!(undefined.matches_gateway_port(443));
+    }
+
+    #[test]
+    fn urls_default_to_oci() {
+        assert_eq!(
+            spec("url: ghcr.io/a/b:1\n").url_with_scheme(),
+            "oci://ghcr.io/a/b:1"
+        );
+        assert_eq!(spec("url: localhost:5000/a/b\n").url_scheme(), "oci");
+        assert_eq!(spec("url: https://x/p.wasm\n").url_scheme(), "https");
+        assert_eq!(
+            spec("url: file:///p.wasm\n").url_with_scheme(),
+            "file:///p.wasm"
+        );
+    }
+
+    #[test]
+    fn enums_read_names_numbers_and_null() {
+        let s = spec(
+            "url: x\nphase: 3\nfailStrategy: FAIL_RELOAD\nimagePullPolicy: IfNotPresent\ntype: null\n",
+        );
+        assert_eq!(s.phase, PluginPhase::Stats);
+        assert_eq!(s.fail_strategy, FailStrategy::FailReload);
+        assert_eq!(s.image_pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(s.plugin_type, PluginType::Unspecified);
+        assert_eq!(PluginPhase::Authz.number(), 2);
+        assert_eq!(
+            serde_json::to_string(&PluginPhase::Authz).unwrap(),
+            "\"AUTHZ\""
+        );
+    }
+}
