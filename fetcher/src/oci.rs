@@ -1,0 +1,558 @@
+//! OCI registries through `oci-client` (istio-wasm.md §2.5): resolve the manifest first, decide
+//! the image format from media types, then stream only the layer that holds the module.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+
+use oci_client::Client;
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::secrets::RegistryAuth;
+use tracing::debug;
+
+use crate::auth::fingerprint;
+use crate::error::FetchError;
+use crate::location::OciLocation;
+use crate::options::FetcherOptions;
+use crate::transport::{error_chain, read_limited, with_retries};
+use crate::unbox::module_from_tar_gz;
+
+pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub(crate) const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// proxy-wasm's artifact media types (solo-io wasm spec "oci" variant). Not oci-client's
+/// `WASM_LAYER_MEDIA_TYPE`, which is the CNCF wasm type.
+pub(crate) const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
+pub(crate) const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
+
+/// The manifest a reference resolved to.
+pub(crate) struct Resolved {
+    pub manifest: OciImageManifest,
+    /// `sha256:<hex>` of the image manifest (Istio's checksum for OCI).
+    pub digest: String,
+    /// `sha256:<hex>` of the index the reference named, for multi-arch references.
+    pub index_digest: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    registry: String,
+    plain_http: bool,
+    insecure: bool,
+    auth: String,
+}
+
+/// Registry clients, one per (registry, transport, credential): oci-client keeps one credential
+/// per registry for a client's life, and building a client costs ~170 ms, so they are reused.
+pub(crate) struct OciFetcher {
+    ca: Vec<Certificate>,
+    clients: Mutex<HashMap<ClientKey, Client>>,
+    /// Insecure-listed registries found to speak plain HTTP.
+    plain_http: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Picks a usable manifest from a multi-arch index: a wasm/wasi platform, else linux/amd64
+/// (go-containerregistry's default, which Istio uses), else the first entry.
+fn pick_platform(entries: &[ImageIndexEntry]) -> Option<String> {
+    let platform = |e: &ImageIndexEntry| {
+        e.platform
+            .as_ref()
+            .map(|p| (p.os.to_string(), p.architecture.to_string()))
+    };
+    entries
+        .iter()
+        .find(|e| {
+            platform(e).is_some_and(|(os, arch)| os.starts_with("wasi") || arch.starts_with("wasm"))
+        })
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|e| platform(e).is_some_and(|(os, arch)| os == "linux" && arch == "amd64"))
+        })
+        .or_else(|| entries.first())
+        .map(|e| e.digest.clone())
+}
+
+impl OciFetcher {
+    pub(crate) fn new(ca_pem: &[u8]) -> Self {
+        let ca = if ca_pem.is_empty() {
+            Vec::new()
+        } else {
+            vec![Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: ca_pem.to_vec(),
+            }]
+        };
+        Self {
+            ca,
+            clients: Mutex::new(HashMap::new()),
+            plain_http: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn client(&self, opts: &FetcherOptions, key: ClientKey) -> Result<Client, FetchError> {
+        if let Some(c) = lock(&self.clients).get(&key) {
+            return Ok(c.clone());
+        }
+        let config = ClientConfig {
+            protocol: if key.plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: key.insecure,
+            extra_root_certificates: self.ca.clone(),
+            platform_resolver: Some(Box::new(pick_platform)),
+            read_timeout: Some(opts.request_timeout),
+            connect_timeout: Some(opts.request_timeout),
+            ..ClientConfig::default()
+        };
+        let client = Client::try_from(config)
+            .map_err(|e| FetchError::Setup(format!("registry client: {}", error_chain(&e))))?;
+        lock(&self.clients).insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Runs `op` with a client for the registry. For an insecure-listed registry that does not
+    /// speak TLS, falls back to plain HTTP once and remembers it (Istio's `name.Insecure` retry,
+    /// but only for listed registries).
+    async fn with_client<T, F, Fut>(
+        &self,
+        opts: &FetcherOptions,
+        registry: &str,
+        auth: &RegistryAuth,
+        op: F,
+    ) -> Result<T, FetchError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, FetchError>>,
+    {
+        let insecure = opts.is_insecure(registry);
+        let key = |plain_http| ClientKey {
+            registry: registry.to_owned(),
+            plain_http,
+            insecure,
+            auth: fingerprint(auth),
+        };
+        let known_plain = insecure && lock(&self.plain_http).contains(registry);
+        let result = op(self.client(opts, key(known_plain))?).await;
+        match result {
+            Err(e) if insecure && !known_plain && is_transport(&e) => {
+                debug!(target: "wasmgate::fetcher", %registry, error = %e, "TLS failed on an insecure registry; trying plain HTTP");
+                let plain = op(self.client(opts, key(true))?).await;
+                if plain.is_ok() {
+                    lock(&self.plain_http).insert(registry.to_owned());
+                }
+                plain
+            }
+            other => other,
+        }
+    }
+
+    /// Fetches and resolves the manifest (through an index if needed), with retries.
+    pub(crate) async fn resolve(
+        &self,
+        opts: &FetcherOptions,
+        loc: &OciLocation,
+        auth: &RegistryAuth,
+    ) -> Result<Resolved, FetchError> {
+        let shown_owned = loc.reference.whole();
+        let shown = shown_owned.as_str();
+        with_retries(opts, shown, move || {
+            self.with_client(opts, &loc.registry, auth, move |client| {
+                let reference = loc.reference.clone();
+                async move {
+                    let manifest_err = |e| manifest_error(shown, e);
+                    let (manifest, digest) = client
+                        .pull_manifest(&reference, auth)
+                        .await
+                        .map_err(manifest_err)?;
+                    match manifest {
+                        OciManifest::Image(m) => Ok(Resolved {
+                            manifest: m,
+                            digest,
+                            index_digest: None,
+                        }),
+                        OciManifest::ImageIndex(index) => {
+                            let chosen = pick_platform(&index.manifests).ok_or_else(|| {
+                                FetchError::Manifest {
+                                    reference: shown.to_owned(),
+                                    status: Some(200),
+                                    detail: "the image index lists no manifests".to_owned(),
+                                }
+                            })?;
+                            let (inner, inner_digest) = client
+                                .pull_manifest(&reference.clone_with_digest(chosen), auth)
+                                .await
+                                .map_err(manifest_err)?;
+                            match inner {
+                                OciManifest::Image(m) => Ok(Resolved {
+                                    manifest: m,
+                                    digest: inner_digest,
+                                    index_digest: Some(digest),
+                                }),
+                                OciManifest::ImageIndex(_) => Err(FetchError::Manifest {
+                                    reference: shown.to_owned(),
+                                    status: Some(200),
+                                    detail: "nested image indexes are not supported".to_owned(),
+                                }),
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    /// Downloads the layer holding the module and extracts it, per Istio's format order:
+    /// Docker image, OCI image, Wasm artifact.
+    pub(crate) async fn module(
+        &self,
+        opts: &FetcherOptions,
+        loc: &OciLocation,
+        auth: &RegistryAuth,
+        resolved: &Resolved,
+    ) -> Result<Vec<u8>, FetchError> {
+        let shown = loc.reference.whole();
+        let m = &resolved.manifest;
+        let limit = opts.max_module_size;
+        let last = m.layers.last();
+        let is_docker = m.media_type.as_deref() == Some(DOCKER_MANIFEST);
+        let mut failures = Vec::new();
+
+        // 1. Docker image: the last layer must be a gzipped tar holding plugin.wasm.
+        if is_docker {
+            match last {
+                Some(l) if l.media_type == DOCKER_LAYER_GZIP => {
+                    let layer = self.blob(opts, loc, auth, l).await?;
+                    return module_from_tar_gz(&layer, limit, &shown);
+                }
+                Some(l) => failures.push(format!(
+                    "Docker image: last layer has media type {:?}, want {DOCKER_LAYER_GZIP:?}",
+                    l.media_type
+                )),
+                None => failures.push("Docker image: no layers".to_owned()),
+            }
+        }
+        // 2. OCI image.
+        match last {
+            Some(l) if l.media_type == OCI_LAYER_GZIP => {
+                let layer = self.blob(opts, loc, auth, l).await?;
+                return module_from_tar_gz(&layer, limit, &shown);
+            }
+            Some(l) => failures.push(format!(
+                "OCI image: last layer has media type {:?}, want {OCI_LAYER_GZIP:?}",
+                l.media_type
+            )),
+            None => failures.push("OCI image: no layers".to_owned()),
+        }
+        // 3. Wasm artifact: the raw module in the layer of the proxy-wasm media type. Istio
+        // wants exactly two layers; beyond Istio, any manifest with exactly one such layer.
+        let wasm_layers: Vec<&OciDescriptor> = m
+            .layers
+            .iter()
+            .filter(|l| l.media_type == WASM_LAYER)
+            .collect();
+        match wasm_layers.as_slice() {
+            [l] => return self.blob(opts, loc, auth, l).await,
+            [] => failures.push(format!(
+                "Wasm artifact: no layer of media type {WASM_LAYER:?}"
+            )),
+            _ => failures.push(format!(
+                "Wasm artifact: several layers of media type {WASM_LAYER:?}"
+            )),
+        }
+        Err(FetchError::InvalidModule {
+            url: shown,
+            reason: format!(
+                "not a Wasm image in any supported format: {}",
+                failures.join("; ")
+            ),
+        })
+    }
+
+    /// Streams one blob with retries, verifying its digest and bounding its size.
+    async fn blob(
+        &self,
+        opts: &FetcherOptions,
+        loc: &OciLocation,
+        auth: &RegistryAuth,
+        layer: &OciDescriptor,
+    ) -> Result<Vec<u8>, FetchError> {
+        let what = format!("{} blob {}", loc.reference.whole(), layer.digest);
+        let limit = opts.max_module_size;
+        if layer.size < 0 || layer.size as u64 > limit {
+            return Err(FetchError::TooLarge { url: what, limit });
+        }
+        let what = what.as_str();
+        with_retries(opts, what, move || {
+            self.with_client(opts, &loc.registry, auth, move |client| {
+                let reference = loc.reference.clone();
+                async move {
+                    let stream = client
+                        .pull_blob_stream(&reference, layer)
+                        .await
+                        .map_err(|e| download_error(what, e))?;
+                    let declared = stream.content_length;
+                    let data = read_limited(stream, declared, limit, what).await?;
+                    if data.len() as u64 != layer.size as u64 {
+                        return Err(FetchError::Download {
+                            url: what.to_owned(),
+                            status: None,
+                            detail: format!(
+                                "blob has {} bytes, the manifest says {}",
+                                data.len(),
+                                layer.size
+                            ),
+                        });
+                    }
+                    Ok(data)
+                }
+            })
+        })
+        .await
+    }
+
+    /// Pushes `layers` + `config` and a manifest of `manifest_media_type`; returns the manifest
+    /// digest.
+    pub(crate) async fn push(
+        &self,
+        opts: &FetcherOptions,
+        loc: &OciLocation,
+        auth: &RegistryAuth,
+        image: PushImage,
+    ) -> Result<String, FetchError> {
+        let shown_owned = loc.reference.whole();
+        let shown = shown_owned.as_str();
+        let push_err = move |e: OciDistributionError| FetchError::Push {
+            reference: shown.to_owned(),
+            detail: oci_detail(&e),
+        };
+        let manifest = serde_json::to_vec(&image.manifest).map_err(|e| FetchError::Push {
+            reference: shown.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let digest = crate::cache::sha256_prefixed(&manifest);
+        let content_type =
+            http::HeaderValue::from_str(&image.media_type).map_err(|e| FetchError::Push {
+                reference: shown.to_owned(),
+                detail: e.to_string(),
+            })?;
+        let (image, manifest, content_type) = (&image, &manifest, &content_type);
+        self.with_client(opts, &loc.registry, auth, move |client| {
+            let reference = loc.reference.clone();
+            async move {
+                client
+                    .store_auth_if_needed(reference.resolve_registry(), auth)
+                    .await;
+                for (data, desc) in &image.blobs {
+                    client
+                        .push_blob(&reference, data.clone(), &desc.digest)
+                        .await
+                        .map_err(push_err)?;
+                }
+                client
+                    .push_manifest_raw(&reference, manifest.clone(), content_type.clone())
+                    .await
+                    .map_err(push_err)?;
+                Ok(())
+            }
+        })
+        .await?;
+        Ok(digest)
+    }
+}
+
+/// A built image ready to push.
+pub(crate) struct PushImage {
+    pub media_type: String,
+    pub manifest: OciImageManifest,
+    /// Every blob (layers and config) with its descriptor.
+    pub blobs: Vec<(bytes::Bytes, OciDescriptor)>,
+}
+
+fn is_transport(e: &FetchError) -> bool {
+    matches!(
+        e,
+        FetchError::Manifest { status: None, .. }
+            | FetchError::Download { status: None, .. }
+            | FetchError::Push { .. }
+    )
+}
+
+/// oci-client errors with their causes (registry URLs carry no credentials).
+fn oci_detail(e: &OciDistributionError) -> String {
+    error_chain(e)
+}
+
+/// Classifies an oci-client error into (HTTP status if any, is it an auth refusal).
+fn classify(e: &OciDistributionError) -> (Option<u16>, bool) {
+    match e {
+        OciDistributionError::UnauthorizedError { .. } => (Some(401), true),
+        OciDistributionError::AuthenticationFailure(_) => (Some(401), true),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                (Some(401), true)
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::BlobUnknown
+                        | OciErrorCode::NotFound
+                )
+            }) {
+                (Some(404), false)
+            } else if codes
+                .iter()
+                .any(|c| matches!(c, OciErrorCode::Toomanyrequests))
+            {
+                (Some(429), false)
+            } else {
+                (Some(400), false)
+            }
+        }
+        OciDistributionError::ServerError { code, .. } => {
+            (Some(*code), *code == 401 || *code == 403)
+        }
+        OciDistributionError::RequestError(r) => (r.status().map(|s| s.as_u16()), false),
+        OciDistributionError::IoError(_) | OciDistributionError::DigestError(_) => (None, false),
+        // Unparseable or unsupported answers: the registry answered, retrying will not help.
+        _ => (Some(200), false),
+    }
+}
+
+fn manifest_error(reference: &str, e: OciDistributionError) -> FetchError {
+    let (status, auth) = classify(&e);
+    if auth {
+        return FetchError::Auth {
+            reference: reference.to_owned(),
+            detail: format!(
+                "{} (check imagePullSecret or the docker config credentials)",
+                oci_detail(&e)
+            ),
+        };
+    }
+    FetchError::Manifest {
+        reference: reference.to_owned(),
+        status,
+        detail: oci_detail(&e),
+    }
+}
+
+fn download_error(what: &str, e: OciDistributionError) -> FetchError {
+    let (status, auth) = classify(&e);
+    if auth {
+        return FetchError::Auth {
+            reference: what.to_owned(),
+            detail: oci_detail(&e),
+        };
+    }
+    FetchError::Download {
+        url: what.to_owned(),
+        status,
+        detail: oci_detail(&e),
+    }
+}
+
+/// Builds the image `wasmgate push` uploads.
+pub(crate) fn build_push_image(
+    module: &[u8],
+    format: crate::PushFormat,
+) -> Result<PushImage, FetchError> {
+    use sha2::{Digest, Sha256};
+    let desc = |media_type: &str, data: &[u8]| OciDescriptor {
+        media_type: media_type.to_owned(),
+        digest: crate::cache::sha256_prefixed(data),
+        size: data.len() as i64,
+        ..OciDescriptor::default()
+    };
+    match format {
+        crate::PushFormat::Artifact => {
+            // solo-io "oci" variant: the runtime config is both the manifest config and a layer,
+            // so the manifest has the two layers istio-agent requires.
+            let config = bytes::Bytes::from_static(
+                br#"{"type":"envoy_proxy","abiVersions":["proxy_abi_version_0_2_1"],"config":{"rootIds":[]}}"#,
+            );
+            let wasm = bytes::Bytes::copy_from_slice(module);
+            let config_desc = desc(WASM_CONFIG, &config);
+            let layers = vec![config_desc.clone(), desc(WASM_LAYER, &wasm)];
+            let manifest = OciImageManifest {
+                schema_version: 2,
+                media_type: Some(OCI_MANIFEST.to_owned()),
+                config: config_desc.clone(),
+                layers: layers.clone(),
+                ..OciImageManifest::default()
+            };
+            Ok(PushImage {
+                media_type: OCI_MANIFEST.to_owned(),
+                manifest,
+                blobs: vec![(config, config_desc), (wasm, layers[1].clone())],
+            })
+        }
+        crate::PushFormat::Image => {
+            let tar = {
+                let mut b = tar::Builder::new(Vec::new());
+                let mut h = tar::Header::new_gnu();
+                h.set_size(module.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append_data(&mut h, "plugin.wasm", module)
+                    .map_err(|e| FetchError::Push {
+                        reference: String::new(),
+                        detail: e.to_string(),
+                    })?;
+                b.into_inner().map_err(|e| FetchError::Push {
+                    reference: String::new(),
+                    detail: e.to_string(),
+                })?
+            };
+            let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+            let layer = {
+                use std::io::Write as _;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                gz.write_all(&tar)
+                    .and_then(|_| gz.finish())
+                    .map_err(|e| FetchError::Push {
+                        reference: String::new(),
+                        detail: e.to_string(),
+                    })?
+            };
+            let config = serde_json::to_vec(&serde_json::json!({
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            }))
+            .expect("static JSON serializes");
+            let (layer, config) = (bytes::Bytes::from(layer), bytes::Bytes::from(config));
+            let config_desc = desc(DOCKER_CONFIG, &config);
+            let layer_desc = desc(DOCKER_LAYER_GZIP, &layer);
+            let manifest = OciImageManifest {
+                schema_version: 2,
+                media_type: Some(DOCKER_MANIFEST.to_owned()),
+                config: config_desc.clone(),
+                layers: vec![layer_desc.clone()],
+                ..OciImageManifest::default()
+            };
+            Ok(PushImage {
+                media_type: DOCKER_MANIFEST.to_owned(),
+                manifest,
+                blobs: vec![(layer, layer_desc), (config, config_desc)],
+            })
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! HTTP clients, retry loop and error text shared by the HTTP and OCI fetchers.
+
+use std::future::Future;
+
+use futures::StreamExt as _;
+use tracing::debug;
+
+use crate::backoff::Backoff;
+use crate::error::FetchError;
+use crate::guard::{Guard, GuardedResolver};
+use crate::options::FetcherOptions;
+
+/// Redirects followed for `http(s)://` modules (Go's default).
+const MAX_REDIRECTS: usize = 10;
+
+/// The error and its causes on one line (reqwest's own message is only the outermost layer).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A URL safe to print: any `user:password@` removed.
+pub(crate) fn redact_url(url: &reqwest::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut clean = url.clone();
+    let _ = clean.set_username("");
+    let _ = clean.set_password(None);
+    clean.to_string()
+}
+
+/// PEM roots from the configured CA bundle, as reqwest certificates.
+pub(crate) fn read_ca_bundle(opts: &FetcherOptions) -> Result<Vec<u8>, FetchError> {
+    match &opts.ca_bundle {
+        None => Ok(Vec::new()),
+        Some(path) => std::fs::read(path)
+            .map_err(|e| FetchError::Setup(format!("reading CA bundle {}: {e}", path.display()))),
+    }
+}
+
+/// The client for `http(s)://` modules: guarded resolver, guarded redirects, extra roots.
+pub(crate) fn http_client(
+    opts: &FetcherOptions,
+    guard: &Guard,
+    ca_pem: &[u8],
+    insecure: bool,
+) -> Result<reqwest::Client, FetchError> {
+    let redirect_guard = guard.clone();
+    let mut builder = reqwest::Client::builder()
+        .dns_resolver(GuardedResolver(guard.clone()))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error("too many redirects");
+            }
+            // Literal IPs never reach the resolver; check them here.
+            let refused = attempt
+                .url()
+                .host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                .and_then(|h| h.parse().ok())
+                .and_then(|ip| redirect_guard.refuses(ip));
+            match refused {
+                Some(reason) => attempt.error(format!("redirect refused: {reason}")),
+                None => attempt.follow(),
+            }
+        }))
+        .connect_timeout(opts.request_timeout)
+        .timeout(opts.request_timeout)
+        .danger_accept_invalid_certs(insecure);
+    if !ca_pem.is_empty() {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| FetchError::Setup(format!("CA bundle: {}", error_chain(&e))))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder
+        .build()
+        .map_err(|e| FetchError::Setup(format!("HTTP client: {}", error_chain(&e))))
+}
+
+/// Runs `op` up to `max_attempts` times, each bounded by `request_timeout`, sleeping with
+/// backoff between attempts while the error is transient. Cancel-safe: dropping the future
+/// stops at the next await.
+pub(crate) async fn with_retries<T, F, Fut>(
+    opts: &FetcherOptions,
+    what: &str,
+    mut op: F,
+) -> Result<T, FetchError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, FetchError>>,
+{
+    let mut backoff = Backoff::new(opts.backoff.clone());
+    let attempts = opts.max_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        let err = match tokio::time::timeout(opts.request_timeout, op()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => FetchError::Timeout {
+                url: what.to_owned(),
+                after: opts.request_timeout,
+            },
+        };
+        if !err.is_transient() || attempt >= attempts {
+            return Err(err);
+        }
+        let delay = backoff.next_delay();
+        debug!(target: "wasmgate::fetcher", %what, attempt, ?delay, error = %err, "retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// Reads a body stream, failing with `TooLarge` as soon as it passes `limit`.
+pub(crate) async fn read_limited<S, E>(
+    mut stream: S,
+    declared_len: Option<u64>,
+    limit: u64,
+    url: &str,
+) -> Result<Vec<u8>, FetchError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let too_large = || FetchError::TooLarge {
+        url: url.to_owned(),
+        limit,
+    };
+    if declared_len.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(declared_len.unwrap_or(0).min(limit) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| FetchError::Download {
+            url: url.to_owned(),
+            status: None,
+            detail: format!("reading the body: {}", error_chain(&e)),
+        })?;
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    if let Some(n) = declared_len
+        && out.len() as u64 != n
+    {
+        return Err(FetchError::Download {
+            url: url.to_owned(),
+            status: None,
+            detail: format!("body truncated: got {} of {n} bytes", out.len()),
+        });
+    }
+    Ok(out)
+}
