@@ -236,6 +236,14 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
     if let Some(r) = &resource {
         check_metadata(&mut p, r.metadata());
     }
+    // serde's errors come first; drop later ones about the same fields (their value was removed).
+    let n = p.serde_fields.len().min(p.errors.len());
+    let later: Vec<(String, String)> = p.errors.drain(n..).collect();
+    p.errors.extend(
+        later
+            .into_iter()
+            .filter(|(f, _)| !p.serde_fields.iter().any(|sf| overlaps(f, sf))),
+    );
     let to_errors = |list: Vec<(String, String)>| {
         list.into_iter()
             .map(|(field, msg)| err(Some(label.clone()), Some(field.as_str()), msg))
@@ -305,20 +313,85 @@ fn typed<S: DeserializeOwned + Default>(
     Some((doc.metadata.normalized(), spec))
 }
 
-/// serde with the failing field's path. serde stops at its first error, so at most one problem
-/// comes from here; the `validate` passes then collect every other one.
-fn deserialize<T: DeserializeOwned>(value: serde_yaml::Value, p: &mut Problems) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let message = e.into_inner().to_string();
-            let (field, message) = refine(path, message);
-            p.error(field, message);
-            None
+/// serde with the failing field's path. serde stops at its first error; to report every typo at
+/// once, the offending key is removed and deserialization retried (a missing field, or an error
+/// inside a list item, ends the retries). The document is invalid either way: the retries only
+/// find more problems, and their fields are recorded so `validate` does not report them twice.
+fn deserialize<T: DeserializeOwned>(mut value: serde_yaml::Value, p: &mut Problems) -> Option<T> {
+    for _ in 0..=MAX_SERDE_ERRORS {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let removable = remove_at(&mut value, e.path());
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let message = e.into_inner().to_string();
+                let missing = message.starts_with("missing field");
+                let (field, message) = refine(path, message);
+                // A removed invalid value comes back as "missing": already reported.
+                if missing && p.serde_fields.contains(&field) {
+                    return None;
+                }
+                p.serde_fields.push(field.clone());
+                p.error(field, message);
+                if missing || !removable {
+                    return None;
+                }
+            }
         }
     }
+    None
+}
+
+/// Most serde errors reported for one document.
+const MAX_SERDE_ERRORS: usize = 32;
+
+/// Removes the mapping key `path` ends with. `false` when the path does not end with a key.
+fn remove_at(value: &mut serde_yaml::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        node = match (seg, node) {
+            (Segment::Map { key }, serde_yaml::Value::Mapping(m)) => {
+                match m.iter_mut().find(|(k, _)| key_matches(k, key)) {
+                    Some((_, v)) => v,
+                    None => return false,
+                }
+            }
+            (Segment::Seq { index }, serde_yaml::Value::Sequence(s)) => match s.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    let serde_yaml::Value::Mapping(m) = node else {
+        return false;
+    };
+    let Some(k) = m.keys().find(|k| key_matches(k, key)).cloned() else {
+        return false;
+    };
+    m.remove(&k).is_some()
+}
+
+fn key_matches(k: &serde_yaml::Value, key: &str) -> bool {
+    match k {
+        serde_yaml::Value::String(s) => s == key,
+        serde_yaml::Value::Number(n) => n.to_string() == key,
+        serde_yaml::Value::Bool(b) => b.to_string() == key,
+        _ => false,
+    }
+}
+
+/// Whether `field` is `serde_field` or inside it.
+fn overlaps(field: &str, serde_field: &str) -> bool {
+    field
+        .strip_prefix(serde_field)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// Moves the field name of serde's "unknown field `x`" / "missing field `x`" into the path.

@@ -10,6 +10,8 @@ use crate::limits::{MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_NAME_LEN};
 pub(crate) struct Problems {
     pub errors: Vec<(String, String)>,
     pub warnings: Vec<(String, String)>,
+    /// Fields serde already reported (see `parse::deserialize`).
+    pub serde_fields: Vec<String>,
 }
 
 impl Problems {
