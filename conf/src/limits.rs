@@ -1,6 +1,9 @@
 //! Every numeric limit of the configuration, in one place. Most come from the upstream APIs
 //! (Gateway API CRD bounds, Istio's WasmPlugin proto/CRD validation, Kubernetes names).
 
+/// Largest config file read; a bigger one is reported and its last good resources kept.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Kubernetes object names (DNS-1123 subdomain).
 pub const MAX_NAME_LEN: usize = 253;
 /// Kubernetes namespaces (DNS-1123 label).

@@ -22,6 +22,7 @@ use serde::{Serialize, Serializer};
 
 use crate::error::ConfigError;
 use crate::gateway::Gateway;
+use crate::limits::MAX_FILE_BYTES;
 use crate::meta::{Kind, NamespacedName, ObjectMeta, ResourceKey};
 use crate::parse::{Document, Resource, parse_file};
 use crate::route::HttpRoute;
@@ -139,6 +140,13 @@ pub struct Snapshot {
     /// Non-fatal notes: ignored fields, deprecations, dangling references.
     pub warnings: Vec<ConfigError>,
 }
+
+// Snapshots are published to request handlers on every thread.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Snapshot>();
+    assert_send_sync::<ConfigStore>();
+};
 
 impl Snapshot {
     /// Every error of this snapshot (all rejected versions), in file order.
@@ -316,10 +324,15 @@ pub fn read_dir_files(dir: &Path) -> Result<Vec<SourceFile>, ConfigError> {
             continue;
         }
         // `metadata` follows symlinks (ConfigMap files are symlinks into `..data`).
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => {}
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
             Ok(_) => continue,
-            // A dangling symlink is a file the user meant; report it rather than skip it.
+            // Deleted since the listing, or a symlink left dangling in the middle of a ConfigMap
+            // update: the file is gone, and the watch reports the next step.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(file = %path.display(), "config file vanished while reading the directory");
+                continue;
+            }
             Err(e) => {
                 files.push(SourceFile {
                     path,
@@ -327,8 +340,19 @@ pub fn read_dir_files(dir: &Path) -> Result<Vec<SourceFile>, ConfigError> {
                 });
                 continue;
             }
-        }
-        let contents = std::fs::read_to_string(&path).map_err(|e| format!("cannot read file: {e}"));
+        };
+        let contents = if meta.len() > MAX_FILE_BYTES {
+            Err(format!(
+                "file too large: {} bytes (limit {MAX_FILE_BYTES})",
+                meta.len()
+            ))
+        } else {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Ok(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(format!("cannot read file: {e}")),
+            }
+        };
         files.push(SourceFile { path, contents });
     }
     Ok(files)

@@ -405,3 +405,46 @@ fn route_without_parents_is_a_warning() {
         ]
     );
 }
+
+#[test]
+fn yaml_alias_bombs_are_refused_not_expanded() {
+    // "Billion laughs": 9 levels of 9 aliases.
+    let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        doc.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    doc.push_str("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\n");
+    let start = std::time::Instant::now();
+    let (_, r) = apply(&mut ConfigStore::new(), &[("bomb.yaml", &doc)]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(r.errors.len(), 1, "{:?}", lines(&r.errors));
+    assert!(
+        r.errors[0].message.starts_with("invalid YAML: "),
+        "{}",
+        r.errors[0]
+    );
+}
+
+#[test]
+fn oversized_and_vanished_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "# padding\n".repeat((limits::MAX_FILE_BYTES as usize / 10) + 1);
+    std::fs::write(dir.path().join("big.yaml"), big).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("nowhere.yaml", dir.path().join("dangling.yaml")).unwrap();
+    let errors = validate_dir(dir.path()).unwrap_err();
+    assert_eq!(
+        errors.len(),
+        1,
+        "the dangling symlink counts as deleted: {:?}",
+        lines(&errors)
+    );
+    assert!(
+        errors[0].message.starts_with("file too large: "),
+        "{}",
+        errors[0]
+    );
+}
