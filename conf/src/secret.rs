@@ -149,6 +149,36 @@ impl Secret {
                     Ok(_) => {}
                 },
             },
+            // Kubernetes' own checks for the other built-in types.
+            "kubernetes.io/dockercfg" => match self.data.get(".dockercfg") {
+                None => p.error(
+                    "data[.dockercfg]",
+                    "required for type kubernetes.io/dockercfg",
+                ),
+                Some(v)
+                    if !serde_json::from_slice::<serde_json::Value>(v.expose())
+                        .is_ok_and(|j| j.is_object()) =>
+                {
+                    p.error("data[.dockercfg]", "must be a JSON object")
+                }
+                Some(_) => {}
+            },
+            "kubernetes.io/basic-auth" => {
+                if !self.data.contains_key("username") && !self.data.contains_key("password") {
+                    p.error(
+                        "data",
+                        "type kubernetes.io/basic-auth requires username or password",
+                    );
+                }
+            }
+            "kubernetes.io/ssh-auth" => {
+                if !self.data.contains_key("ssh-privatekey") {
+                    p.error(
+                        "data[ssh-privatekey]",
+                        "required for type kubernetes.io/ssh-auth",
+                    );
+                }
+            }
             _ => {}
         }
     }
