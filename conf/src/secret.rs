@@ -163,21 +163,19 @@ impl Secret {
                 }
                 Some(_) => {}
             },
-            "kubernetes.io/basic-auth" => {
-                if !self.data.contains_key("username") && !self.data.contains_key("password") {
-                    p.error(
-                        "data",
-                        "type kubernetes.io/basic-auth requires username or password",
-                    );
-                }
+            "kubernetes.io/basic-auth"
+                if !self.data.contains_key("username") && !self.data.contains_key("password") =>
+            {
+                p.error(
+                    "data",
+                    "type kubernetes.io/basic-auth requires username or password",
+                );
             }
-            "kubernetes.io/ssh-auth" => {
-                if !self.data.contains_key("ssh-privatekey") {
-                    p.error(
-                        "data[ssh-privatekey]",
-                        "required for type kubernetes.io/ssh-auth",
-                    );
-                }
+            "kubernetes.io/ssh-auth" if !self.data.contains_key("ssh-privatekey") => {
+                p.error(
+                    "data[ssh-privatekey]",
+                    "required for type kubernetes.io/ssh-auth",
+                );
             }
             _ => {}
         }
