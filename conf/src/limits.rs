@@ -4,6 +4,9 @@
 /// Largest config file read; a bigger one is reported and its last good resources kept.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// How often a config directory that is itself a symlink is polled (see `watch`).
+pub const WATCH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Kubernetes object names (DNS-1123 subdomain).
 pub const MAX_NAME_LEN: usize = 253;
 /// Kubernetes namespaces (DNS-1123 label).

@@ -124,3 +124,44 @@ fn watch_follows_a_configmap_style_data_symlink_swap() {
         s.service("default", "two").is_some()
     });
 }
+
+#[cfg(unix)]
+#[test]
+fn watch_polls_a_config_dir_that_is_itself_a_symlink() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_owned();
+    std::fs::create_dir(r.join("release-1")).unwrap();
+    std::fs::write(r.join("release-1/svc.yaml"), SVC.replace("NAME", "one")).unwrap();
+    symlink("release-1", r.join("current")).unwrap();
+    let d = r.join("current");
+
+    let (tx, rx) = mpsc::channel();
+    let handle = watch(&d, Duration::from_millis(50), move || {
+        let _ = tx.send(());
+    })
+    .unwrap();
+    assert!(handle.is_polling());
+    let mut store = ConfigStore::new();
+    reload_until(&mut store, &d, &rx, "initial", |s| {
+        s.service("default", "one").is_some()
+    });
+
+    // `ln -sfn release-2 current`, atomically.
+    std::fs::create_dir(r.join("release-2")).unwrap();
+    std::fs::write(r.join("release-2/svc.yaml"), SVC.replace("NAME", "two")).unwrap();
+    symlink("release-2", r.join("current.tmp")).unwrap();
+    std::fs::rename(r.join("current.tmp"), &d).unwrap();
+    expect_change(&rx, "symlink swap");
+    reload_until(&mut store, &d, &rx, "symlink swap", |s| {
+        s.service("default", "two").is_some()
+    });
+
+    // Edits inside the new target are seen too.
+    drain(&rx);
+    std::fs::write(r.join("release-2/svc.yaml"), SVC.replace("NAME", "three")).unwrap();
+    expect_change(&rx, "edit after swap");
+    reload_until(&mut store, &d, &rx, "edit after swap", |s| {
+        s.service("default", "three").is_some()
+    });
+}
