@@ -117,6 +117,16 @@ impl DockerConfig {
         }
     }
 
+    /// A config with one basic-auth entry, e.g. from `wasmgate push --username --password-stdin`.
+    pub fn basic(registry: &str, username: &str, password: &str) -> Self {
+        let mut auths = BTreeMap::new();
+        auths.insert(
+            normalize_registry(registry),
+            Credential::Basic(username.to_owned(), password.to_owned()),
+        );
+        Self { auths }
+    }
+
     /// Registries this config has entries for (normalised host names).
     pub fn registries(&self) -> impl Iterator<Item = &str> {
         self.auths.keys().map(String::as_str)

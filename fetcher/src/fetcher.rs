@@ -107,8 +107,11 @@ impl Fetcher {
     /// Opens the cache directory (loading its index) and builds the HTTP clients.
     ///
     /// Errors: `Cache` if the directory cannot be created, `Setup` if the CA bundle cannot be
-    /// read or parsed. Needs a rustls crypto provider ([`crate::install_crypto_provider`]).
+    /// read or parsed. Installs ring as the rustls provider unless the process already has one.
     pub fn new(opts: FetcherOptions) -> Result<Self, FetchError> {
+        // reqwest panics when building a client without a process-wide provider; installing ring
+        // is a no-op when the process already chose one.
+        crate::install_crypto_provider();
         let guard = Guard::new(opts.blocked_cidrs.clone());
         let ca = read_ca_bundle(&opts)?;
         let cache = Cache::open(&opts.cache_dir)?;

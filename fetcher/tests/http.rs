@@ -492,3 +492,39 @@ async fn file_urls_and_unsupported_schemes() -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_slow_module_does_not_delay_another() -> anyhow::Result<()> {
+    let (slow, fast) = (module("slow-one"), module("fast-one"));
+    let server = HttpServer::start(vec![
+        (
+            "/slow.wasm",
+            route(move |_| Reply {
+                delay: Duration::from_secs(3),
+                ..Reply::ok(slow.clone())
+            }),
+        ),
+        ("/fast.wasm", route(move |_| Reply::ok(fast.clone()))),
+    ])
+    .await;
+    let cache = tempfile::tempdir()?;
+    let (f, _) = fetcher(options(cache.path()));
+    let slow_task = {
+        let (f, r) = (f.clone(), req(server.url("/slow.wasm")));
+        tokio::spawn(async move { f.fetch(&r).await })
+    };
+    // Wait until the slow download is in flight.
+    while server.hits("/slow.wasm") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    f.fetch(&req(server.url("/fast.wasm"))).await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!slow_task.is_finished());
+    slow_task.await??;
+    Ok(())
+}

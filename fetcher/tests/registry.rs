@@ -710,3 +710,69 @@ async fn purge_removes_expired_modules() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn bearer_token_registry_with_pull_secret_and_retries_on_503() -> anyhow::Result<()> {
+    let reg = Registry::start(RegistrySetup::default())?;
+    let front = TokenRegistry::start(&reg, "bob", "t0ken-pw", 2).await;
+    let cache = tempfile::tempdir()?;
+    let mut opts = options(cache.path());
+    opts.insecure_registries = vec![reg.host(), front.host()];
+    let (f, metrics) = fetcher(opts);
+    let m = module("bearer");
+    // Pushed straight to the registry; pulled through the token front.
+    let digest = f
+        .push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
+        .await?;
+
+    let err = f.fetch(&req(front.url("tok/m:v1"))).await.unwrap_err();
+    assert!(matches!(err, FetchError::Auth { .. }), "anonymous: {err}");
+    let mut wrong = req(front.url("tok/m:v1"));
+    wrong.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "wrong"));
+    assert!(matches!(
+        f.fetch(&wrong).await,
+        Err(FetchError::Auth { .. })
+    ));
+    assert_eq!(
+        front
+            .manifest_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+
+    let mut right = req(front.url("tok/m:v1"));
+    right.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "t0ken-pw"));
+    let got = f.fetch(&right).await?;
+    assert_eq!(&*got.bytes, &m[..]);
+    assert_eq!(got.manifest_digest.as_deref(), Some(digest.as_str()));
+    // Two 503s, then the answer: three manifest requests, one fetch.
+    assert_eq!(
+        front
+            .manifest_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    assert!(
+        front
+            .token_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "istio_agent_wasm_remote_fetch_count",
+            Some(("result", "success"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "istio_agent_wasm_remote_fetch_count",
+            Some(("result", "manifest_failure"))
+        ),
+        2.0
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -492,4 +493,155 @@ impl Drop for HttpServer {
 
 pub fn route(f: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Route {
     Arc::new(f)
+}
+
+/// A bearer-token registry: a front on 127.0.0.1 that runs the Docker token flow (401 with a
+/// `Bearer realm=…/token` challenge; `/token` checks basic credentials and issues a token) and
+/// forwards authorised reads to a real `docker-registry`. It can answer 503 to the first
+/// `fail_manifests` manifest requests, and counts manifest and token requests.
+pub struct TokenRegistry {
+    pub addr: SocketAddr,
+    pub manifest_requests: Arc<AtomicUsize>,
+    pub token_requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const TOKEN: &str = "wasmgate-test-token";
+
+impl TokenRegistry {
+    pub async fn start(upstream: &Registry, user: &str, pass: &str, fail_manifests: usize) -> Self {
+        use base64::Engine as _;
+        wasmgate_fetcher::install_crypto_provider();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = format!("http://{}", upstream.host());
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        );
+        let manifest_requests = Arc::new(AtomicUsize::new(0));
+        let token_requests = Arc::new(AtomicUsize::new(0));
+        let (manifests, tokens) = (manifest_requests.clone(), token_requests.clone());
+        let client = reqwest::Client::new();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (client, upstream, basic) = (client.clone(), upstream.clone(), basic.clone());
+                let (manifests, tokens) = (manifests.clone(), tokens.clone());
+                tokio::spawn(async move {
+                    // One request per connection keeps the parser trivial. A TLS ClientHello
+                    // (0x16) is dropped at once, as a plain HTTP server would refuse it.
+                    let mut first = [0u8; 1];
+                    if sock.peek(&mut first).await.is_err() || first[0] == 0x16 {
+                        return;
+                    }
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).into_owned();
+                    let mut lines = head.split("\r\n");
+                    let first = lines.next().unwrap_or_default().to_owned();
+                    let mut parts = first.split_whitespace();
+                    let (method, target) = (
+                        parts.next().unwrap_or("").to_owned(),
+                        parts.next().unwrap_or("/").to_owned(),
+                    );
+                    let header = |name: &str| {
+                        head.split("\r\n")
+                            .find_map(|l| {
+                                l.split_once(':')
+                                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                            })
+                            .map(|(_, v)| v.trim().to_owned())
+                    };
+                    let authz = header("authorization").unwrap_or_default();
+                    let accept = header("accept").unwrap_or_default();
+                    let challenge = format!(
+                        "www-authenticate: Bearer realm=\"http://{addr}/token\",service=\"wasmgate-test\"\r\n"
+                    );
+                    let (status, extra, body): (u16, String, Vec<u8>) = if target
+                        .starts_with("/token")
+                    {
+                        tokens.fetch_add(1, Ordering::SeqCst);
+                        if authz == basic {
+                            (
+                                200,
+                                "content-type: application/json\r\n".into(),
+                                format!("{{\"token\":\"{TOKEN}\"}}").into_bytes(),
+                            )
+                        } else {
+                            (401, String::new(), b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"bad credentials\"}]}".to_vec())
+                        }
+                    } else if authz != format!("Bearer {TOKEN}") {
+                        (401, challenge, b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}".to_vec())
+                    } else if target.contains("/manifests/")
+                        && manifests.fetch_add(1, Ordering::SeqCst) < fail_manifests
+                    {
+                        (503, String::new(), b"busy".to_vec())
+                    } else {
+                        let method = reqwest::Method::from_bytes(method.as_bytes())
+                            .unwrap_or(reqwest::Method::GET);
+                        match client
+                            .request(method, format!("{upstream}{target}"))
+                            .header("accept", accept)
+                            .send()
+                            .await
+                        {
+                            Ok(resp) => {
+                                let status = resp.status().as_u16();
+                                let mut extra = String::new();
+                                for name in ["content-type", "docker-content-digest"] {
+                                    if let Some(v) =
+                                        resp.headers().get(name).and_then(|v| v.to_str().ok())
+                                    {
+                                        extra.push_str(&format!("{name}: {v}\r\n"));
+                                    }
+                                }
+                                (
+                                    status,
+                                    extra,
+                                    resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                                )
+                            }
+                            Err(_) => (502, String::new(), Vec::new()),
+                        }
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        Self {
+            addr,
+            manifest_requests,
+            token_requests,
+            task,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self, repo_tag: &str) -> String {
+        format!("oci://{}/{repo_tag}", self.addr)
+    }
+}
+
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
