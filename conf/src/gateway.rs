@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{MAX_CERTIFICATE_REFS, MAX_LISTENERS};
 use crate::meta::ObjectMeta;
-use crate::validate::{Problems, check_hostname, is_dns_label, is_dns_subdomain};
+use crate::validate::{Problems, check_hostname, is_dns_subdomain};
 
 /// A `Gateway`: the listeners wasmgate binds. Its `metadata.labels` are the gateway's labels for
 /// WasmPlugin `selector.matchLabels` targeting.
@@ -190,10 +190,10 @@ impl Listener {
     fn validate(&self, p: &mut Problems, f: &str) {
         if self.name.is_empty() {
             p.error(format!("{f}.name"), "required");
-        } else if !is_dns_label(&self.name, 253) {
+        } else if !is_dns_subdomain(&self.name) {
             p.error(
                 format!("{f}.name"),
-                format!("invalid listener name {:?}: lowercase alphanumerics and '-', alphanumeric at both ends", self.name),
+                format!("invalid listener name {:?}: must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-', '.')", self.name),
             );
         }
         if self.port == 0 {

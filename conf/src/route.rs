@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration::GatewayDuration;
 use crate::limits::*;
 use crate::meta::ObjectMeta;
-use crate::validate::{Problems, check_hostname, is_dns_label, is_dns_subdomain, is_header_name};
+use crate::validate::{Problems, check_hostname, is_dns_subdomain, is_header_name};
 
 /// An `HTTPRoute`. After parsing, every rule has at least one match (a rule written without
 /// matches gets the Gateway API default, `PathPrefix /`).
@@ -373,7 +373,7 @@ impl HttpRoute {
                 p.error(format!("{f}.name"), "required");
             }
             if let Some(s) = &r.section_name
-                && !is_dns_label(s, 253)
+                && !is_dns_subdomain(s)
             {
                 p.error(
                     format!("{f}.sectionName"),
@@ -410,7 +410,7 @@ impl HttpRoute {
 impl HttpRouteRule {
     fn validate(&self, p: &mut Problems, f: &str) {
         if let Some(name) = &self.name
-            && !is_dns_label(name, 253)
+            && !is_dns_subdomain(name)
         {
             p.error(format!("{f}.name"), format!("invalid rule name {name:?}"));
         }

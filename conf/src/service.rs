@@ -235,6 +235,20 @@ impl Service {
     }
 
     pub(crate) fn validate(&self, p: &mut Problems) {
+        // Service names are DNS-1035 labels (they become DNS names): a letter first, no dots.
+        let n = self.metadata.name.as_bytes();
+        if !n.is_empty()
+            && crate::validate::is_dns_subdomain(&self.metadata.name)
+            && (n.len() > 63 || !n[0].is_ascii_lowercase() || n.contains(&b'.'))
+        {
+            p.error(
+                "metadata.name",
+                format!(
+                    "invalid Service name {:?}: must be a DNS-1035 label (a-z, 0-9, '-', starting with a letter, at most 63)",
+                    self.metadata.name
+                ),
+            );
+        }
         let spec = &self.spec;
         match (spec.service_type.as_str(), &spec.external_name) {
             (SERVICE_TYPE_EXTERNAL_NAME, None) => p.error("spec.externalName", "required for type ExternalName"),
