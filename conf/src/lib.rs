@@ -20,6 +20,7 @@
 //! of the upstream APIs that wasmgate does not act on are accepted with an "ignored" warning.
 #![forbid(unsafe_code)]
 
+mod dir;
 pub mod duration;
 pub mod error;
 pub mod gateway;
@@ -30,6 +31,7 @@ pub mod route;
 pub mod secret;
 pub mod service;
 pub mod service_mesh_extension;
+mod snapshot;
 pub mod store;
 mod validate;
 pub mod wasm_plugin;
