@@ -1,0 +1,102 @@
+//! Guest memory access. Every pointer and length from the guest is checked here; a bad one is
+//! `Status::InvalidMemoryAccess`, never a panic and never a trap.
+
+use wasmtime::Caller;
+
+use super::Status;
+use crate::state::VmState;
+
+fn range(ptr: i32, len: i32) -> std::ops::Range<usize> {
+    let start = ptr as u32 as usize;
+    start..start.saturating_add(len as u32 as usize)
+}
+
+/// Copies `len` bytes at `ptr` out of guest memory.
+pub(crate) fn read(caller: &Caller<'_, VmState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+    let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+    memory
+        .data(caller)
+        .get(range(ptr, len))
+        .map(<[u8]>::to_vec)
+        .ok_or(Status::InvalidMemoryAccess)
+}
+
+/// Reads a guest string; invalid UTF-8 is `BadArgument`.
+pub(crate) fn read_string(
+    caller: &Caller<'_, VmState>,
+    ptr: i32,
+    len: i32,
+) -> Result<String, Status> {
+    String::from_utf8(read(caller, ptr, len)?).map_err(|_| Status::BadArgument)
+}
+
+pub(crate) fn write(
+    caller: &mut Caller<'_, VmState>,
+    ptr: i32,
+    bytes: &[u8],
+) -> Result<(), Status> {
+    let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+    memory
+        .data_mut(caller)
+        .get_mut(range(ptr, bytes.len() as i32))
+        .ok_or(Status::InvalidMemoryAccess)?
+        .copy_from_slice(bytes);
+    Ok(())
+}
+
+pub(crate) fn write_u32(caller: &mut Caller<'_, VmState>, ptr: i32, v: u32) -> Result<(), Status> {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+pub(crate) fn write_u64(caller: &mut Caller<'_, VmState>, ptr: i32, v: u64) -> Result<(), Status> {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+/// Copies `data` into memory the guest allocates, and writes its address and size to
+/// `ptr_ptr`/`size_ptr` (cpp-host `copyToPointerSize`). Empty data allocates nothing and
+/// writes 0/0. The outer `Err` is a trap from the guest allocator itself.
+pub(crate) fn copy_out(
+    caller: &mut Caller<'_, VmState>,
+    data: &[u8],
+    ptr_ptr: i32,
+    size_ptr: i32,
+) -> wasmtime::Result<Result<(), Status>> {
+    let mut addr = 0u32;
+    if !data.is_empty() {
+        addr = match alloc(caller, data.len())? {
+            Ok(addr) => addr,
+            Err(status) => return Ok(Err(status)),
+        };
+        if let Err(status) = write(caller, addr as i32, data) {
+            return Ok(Err(status));
+        }
+    }
+    Ok(write_u32(caller, ptr_ptr, addr).and_then(|()| write_u32(caller, size_ptr, data.len() as u32)))
+}
+
+/// Calls the guest's `malloc`/`proxy_on_memory_allocate` with host calls restricted, as
+/// cpp-host `allocMemory` does: a guest allocator that calls back into the host must not
+/// observe or change stream state half-way through a host call.
+pub(crate) fn alloc(
+    caller: &mut Caller<'_, VmState>,
+    size: usize,
+) -> wasmtime::Result<Result<u32, Status>> {
+    let Some(malloc) = caller.data().malloc.clone() else {
+        return Ok(Err(Status::InternalFailure));
+    };
+    let Ok(size32) = i32::try_from(size) else {
+        return Ok(Err(Status::BadArgument));
+    };
+    let was = std::mem::replace(&mut caller.data_mut().restricted, true);
+    let result = malloc.call(&mut *caller, size32);
+    caller.data_mut().restricted = was;
+    let addr = result? as u32;
+    // A guest allocator that returns 0 or memory it does not have is a guest bug: the call fails.
+    let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess);
+    let fits = memory.map(|m| (addr as usize).checked_add(size).is_some_and(|end| end <= m.data_size(&*caller)));
+    Ok(match (addr, fits) {
+        (0, _) | (_, Ok(false)) => Err(Status::InvalidMemoryAccess),
+        (_, Err(status)) => Err(status),
+        (addr, Ok(true)) => Ok(addr),
+    })
+}

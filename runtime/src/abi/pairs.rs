@@ -1,0 +1,188 @@
+//! The proxy-wasm pairs (map) encoding, spec §"Pairs": little-endian `u32 count`, then
+//! `count × (u32 key_len, u32 value_len)`, then each `key 0x00 value 0x00`.
+//!
+//! Decoding is the hostile direction (guest bytes in), so it is bounded by the caller's count
+//! and size limits and checks every length against the buffer before slicing. It has its own
+//! randomized test below, in the spirit of cpp-host's `pairs_util_fuzzer.cc`.
+
+/// Why a pairs buffer from the guest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairsError {
+    #[error("pairs buffer is truncated or its lengths do not add up")]
+    Malformed,
+    #[error("pairs buffer holds {count} pairs, more than the limit of {limit}")]
+    TooMany { count: usize, limit: usize },
+    #[error("pairs buffer is {size} bytes, more than the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Size in bytes of `pairs` once encoded.
+pub fn encoded_size<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> usize {
+    4 + pairs
+        .iter()
+        .map(|(k, v)| 8 + k.as_ref().len() + v.as_ref().len() + 2)
+        .sum::<usize>()
+}
+
+/// Encodes `pairs`. Lengths are `u32`; callers keep maps far below 4 GiB through the limits.
+pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_size(pairs));
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_ref());
+        out.push(0);
+        out.extend_from_slice(v.as_ref());
+        out.push(0);
+    }
+    out
+}
+
+/// Decodes a guest pairs buffer. An empty buffer, or a lone 0x00 byte, is the empty map
+/// (both occur in the wild).
+pub fn decode(
+    buf: &[u8],
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PairsError> {
+    if buf.len() > max_bytes {
+        return Err(PairsError::TooLarge {
+            size: buf.len(),
+            limit: max_bytes,
+        });
+    }
+    if buf.is_empty() || buf == [0] {
+        return Ok(Vec::new());
+    }
+    let word = |at: usize| -> Result<usize, PairsError> {
+        let bytes = buf.get(at..at + 4).ok_or(PairsError::Malformed)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
+    };
+    let count = word(0)?;
+    if count > max_count {
+        return Err(PairsError::TooMany {
+            count,
+            limit: max_count,
+        });
+    }
+    // The size table alone must fit; this also stops `count` from driving a huge allocation.
+    let mut data = count
+        .checked_mul(8)
+        .and_then(|n| n.checked_add(4))
+        .filter(|&n| n <= buf.len())
+        .ok_or(PairsError::Malformed)?;
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let key_len = word(4 + i * 8)?;
+        let value_len = word(8 + i * 8)?;
+        let key = take(buf, &mut data, key_len)?;
+        let value = take(buf, &mut data, value_len)?;
+        out.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Takes `len` bytes then the NUL terminator that must follow them.
+fn take<'a>(buf: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], PairsError> {
+    let end = at.checked_add(len).ok_or(PairsError::Malformed)?;
+    let bytes = buf.get(*at..end).ok_or(PairsError::Malformed)?;
+    if buf.get(end) != Some(&0) {
+        return Err(PairsError::Malformed);
+    }
+    *at = end + 1;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    #[test]
+    fn round_trips_including_empty_and_binary_values() {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b":path".to_vec(), b"/".to_vec()),
+            (b"x-empty".to_vec(), Vec::new()),
+            (b"bin".to_vec(), vec![0xff, 0x00, 0x01]),
+        ];
+        let enc = encode(&pairs);
+        assert_eq!(enc.len(), encoded_size(&pairs));
+        assert_eq!(decode(&enc, 1024, 1 << 20).unwrap(), pairs);
+    }
+
+    #[test]
+    fn matches_the_spec_layout_byte_for_byte() {
+        let enc = encode(&[("1", "22")]);
+        assert_eq!(enc, [1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, b'1', 0, b'2', b'2', 0]);
+    }
+
+    #[test]
+    fn empty_forms_decode_to_the_empty_map() {
+        assert!(decode(&[], 8, 64).unwrap().is_empty());
+        assert!(decode(&[0], 8, 64).unwrap().is_empty());
+        assert!(decode(&encode::<&str, &str>(&[]), 8, 64).unwrap().is_empty());
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let enc = encode(&[("a", "b"), ("c", "d")]);
+        assert_eq!(
+            decode(&enc, 1, 1 << 20),
+            Err(PairsError::TooMany { count: 2, limit: 1 })
+        );
+        assert!(matches!(
+            decode(&enc, 8, 4),
+            Err(PairsError::TooLarge { .. })
+        ));
+        // A count that claims more entries than the buffer could ever hold.
+        assert_eq!(
+            decode(&[0xff, 0xff, 0, 0], usize::MAX, 1 << 20),
+            Err(PairsError::Malformed)
+        );
+    }
+
+    #[test]
+    fn missing_terminator_is_malformed() {
+        let mut enc = encode(&[("k", "v")]);
+        let last = enc.len() - 1;
+        enc[last] = b'x';
+        assert_eq!(decode(&enc, 8, 64), Err(PairsError::Malformed));
+    }
+
+    /// Fuzz-style: random maps round-trip, and random or mutated bytes never panic and never
+    /// produce more pairs than the limit.
+    #[test]
+    fn randomized_round_trip_and_garbage_never_panics() {
+        let mut rng = StdRng::seed_from_u64(0x5eed_0f_9a17);
+        for _ in 0..2000 {
+            let n = rng.random_range(0..12);
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+                .map(|_| {
+                    let k = (0..rng.random_range(0..16)).map(|_| rng.random()).collect();
+                    let v = (0..rng.random_range(0..32)).map(|_| rng.random()).collect();
+                    (k, v)
+                })
+                .collect();
+            let enc = encode(&pairs);
+            assert_eq!(decode(&enc, 64, 1 << 20).unwrap(), pairs);
+
+            let mut mutated = enc.clone();
+            if !mutated.is_empty() {
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..mutated.len());
+                    mutated[i] = rng.random();
+                }
+            }
+            mutated.truncate(rng.random_range(0..=mutated.len()));
+            if let Ok(decoded) = decode(&mutated, 64, 1 << 20) {
+                assert!(decoded.len() <= 64);
+            }
+
+            let garbage: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            let _ = decode(&garbage, 64, 1 << 20);
+        }
+    }
+}
