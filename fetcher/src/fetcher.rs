@@ -17,7 +17,7 @@ use crate::location::{Location, OciLocation, is_sha256_hex};
 use crate::metrics::Metrics;
 use crate::oci::{OciFetcher, build_push_image};
 use crate::options::FetcherOptions;
-use crate::transport::read_ca_bundle;
+use crate::transport::{read_ca_bundle, redact_str};
 use crate::unbox::is_wasm;
 
 /// WasmPlugin `imagePullPolicy`.
@@ -116,7 +116,7 @@ impl Fetcher {
         let ca = read_ca_bundle(&opts)?;
         let cache = Cache::open(&opts.cache_dir)?;
         let http = HttpFetcher::new(&opts, &guard, &ca)?;
-        let oci = OciFetcher::new(&ca);
+        let oci = OciFetcher::new(&ca, guard.clone(), http.clients());
         let metrics = Metrics::new();
         metrics.entries.set(cache.entries() as i64);
         Ok(Self {
@@ -154,16 +154,17 @@ impl Fetcher {
     pub async fn fetch(&self, req: &ModuleRequest) -> Result<Module, FetchError> {
         let started = Instant::now();
         let result = self.fetch_inner(req).await;
+        let shown = redact_str(&req.url);
         self.inner
             .metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(m) => {
-                debug!(target: "wasmgate::fetcher", url = %req.url, sha256 = %m.wasm_sha256, elapsed = ?started.elapsed(), "module ready")
+                debug!(target: "wasmgate::fetcher", url = %shown, sha256 = %m.wasm_sha256, elapsed = ?started.elapsed(), "module ready")
             }
             Err(e) => {
-                info!(target: "wasmgate::fetcher", url = %req.url, error = %e, "module fetch failed")
+                info!(target: "wasmgate::fetcher", url = %shown, error = %e, "module fetch failed")
             }
         }
         result
@@ -177,7 +178,7 @@ impl Fetcher {
                 let s = s.to_ascii_lowercase();
                 if !is_sha256_hex(&s) {
                     return Err(FetchError::Url {
-                        url: req.url.clone(),
+                        url: redact_str(&req.url),
                         reason: "sha256 must be 64 hex digits".to_owned(),
                     });
                 }
@@ -212,7 +213,7 @@ impl Fetcher {
             Err(_) => {
                 self.inner.metrics.remote("download_failure");
                 Err(FetchError::Timeout {
-                    url: req.url.clone(),
+                    url: redact_str(&req.url),
                     after: timeout,
                 })
             }
@@ -308,7 +309,7 @@ impl Fetcher {
                 actual,
             });
         }
-        check_magic(&req.url, &wasm)?;
+        check_magic(&crate::transport::redact_url(url), &wasm)?;
         let path = inner
             .cache
             .insert(

@@ -24,6 +24,11 @@ impl HttpFetcher {
         })
     }
 
+    /// The two clients, for the registry token-realm probe.
+    pub(crate) fn clients(&self) -> (reqwest::Client, reqwest::Client) {
+        (self.verified.clone(), self.insecure.clone())
+    }
+
     /// Downloads with retries and returns the unboxed module bytes (not yet checked for the
     /// Wasm magic).
     pub(crate) async fn fetch(

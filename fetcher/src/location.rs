@@ -26,7 +26,7 @@ pub(crate) struct OciLocation {
 impl Location {
     pub(crate) fn parse(url: &str) -> Result<Self, FetchError> {
         let bad = |reason: &str| FetchError::Url {
-            url: url.to_owned(),
+            url: crate::transport::redact_str(url),
             reason: reason.to_owned(),
         };
         if url.trim().is_empty() {

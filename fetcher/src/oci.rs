@@ -14,6 +14,7 @@ use tracing::debug;
 
 use crate::auth::fingerprint;
 use crate::error::FetchError;
+use crate::guard::Guard;
 use crate::location::OciLocation;
 use crate::options::FetcherOptions;
 use crate::transport::{error_chain, read_limited, with_retries};
@@ -53,6 +54,11 @@ pub(crate) struct OciFetcher {
     clients: Mutex<HashMap<ClientKey, Client>>,
     /// Insecure-listed registries found to speak plain HTTP.
     plain_http: Mutex<HashSet<String>>,
+    guard: Guard,
+    /// Guarded HTTP clients (verifying, insecure) for the token-realm probe.
+    probe: (reqwest::Client, reqwest::Client),
+    /// (registry, plain HTTP) whose token realm was checked.
+    realm_checked: Mutex<HashSet<(String, bool)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,7 +88,11 @@ fn pick_platform(entries: &[ImageIndexEntry]) -> Option<String> {
 }
 
 impl OciFetcher {
-    pub(crate) fn new(ca_pem: &[u8]) -> Self {
+    pub(crate) fn new(
+        ca_pem: &[u8],
+        guard: Guard,
+        probe: (reqwest::Client, reqwest::Client),
+    ) -> Self {
         let ca = if ca_pem.is_empty() {
             Vec::new()
         } else {
@@ -95,7 +105,71 @@ impl OciFetcher {
             ca,
             clients: Mutex::new(HashMap::new()),
             plain_http: Mutex::new(HashSet::new()),
+            guard,
+            probe,
+            realm_checked: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// oci-client follows the registry's `WWW-Authenticate: Bearer realm=…` itself, out of reach
+    /// of our resolver; so, once per registry, ask `/v2/` ourselves (through the guarded client)
+    /// and refuse a realm that is not http(s) or points at a refused address (Istio's SSRF
+    /// guard on token realms).
+    async fn check_realm(
+        &self,
+        registry: &str,
+        plain_http: bool,
+        insecure: bool,
+    ) -> Result<(), FetchError> {
+        let key = (registry.to_owned(), plain_http);
+        if lock(&self.realm_checked).contains(&key) {
+            return Ok(());
+        }
+        let scheme = if plain_http { "http" } else { "https" };
+        let url = format!("{scheme}://{registry}/v2/");
+        let client = if insecure {
+            &self.probe.1
+        } else {
+            &self.probe.0
+        };
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| FetchError::Manifest {
+                reference: registry.to_owned(),
+                status: None,
+                detail: error_chain(&e.without_url()),
+            })?;
+        let realm = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_realm);
+        if let Some(realm) = realm {
+            let blocked = |reason: String| FetchError::Blocked {
+                url: registry.to_owned(),
+                reason,
+            };
+            let parsed = reqwest::Url::parse(&realm)
+                .map_err(|_| blocked(format!("token realm {realm:?} is not a URL")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(blocked(format!("token realm {realm:?} is not http(s)")));
+            }
+            let host = parsed.host_str().unwrap_or_default();
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            self.guard
+                .check_host(&realm, host, port)
+                .await
+                .map_err(|e| match e {
+                    FetchError::Blocked { reason, .. } => {
+                        blocked(format!("token realm {realm}: {reason}"))
+                    }
+                    other => other,
+                })?;
+        }
+        lock(&self.realm_checked).insert(key);
+        Ok(())
     }
 
     fn client(&self, opts: &FetcherOptions, key: ClientKey) -> Result<Client, FetchError> {
@@ -136,18 +210,28 @@ impl OciFetcher {
         Fut: Future<Output = Result<T, FetchError>>,
     {
         let insecure = opts.is_insecure(registry);
+        // The host oci-client talks to (`docker.io` becomes `index.docker.io`).
+        let endpoint = registry_endpoint(registry);
         let key = |plain_http| ClientKey {
             registry: registry.to_owned(),
             plain_http,
             insecure,
             auth: fingerprint(auth),
         };
+        let attempt = |plain_http: bool| {
+            let client = self.client(opts, key(plain_http));
+            let op = &op;
+            async move {
+                self.check_realm(endpoint, plain_http, insecure).await?;
+                op(client?).await
+            }
+        };
         let known_plain = insecure && lock(&self.plain_http).contains(registry);
-        let result = op(self.client(opts, key(known_plain))?).await;
+        let result = attempt(known_plain).await;
         match result {
             Err(e) if insecure && !known_plain && is_transport(&e) => {
                 debug!(target: "wasmgate::fetcher", %registry, error = %e, "TLS failed on an insecure registry; trying plain HTTP");
-                let plain = op(self.client(opts, key(true))?).await;
+                let plain = attempt(true).await;
                 if plain.is_ok() {
                     lock(&self.plain_http).insert(registry.to_owned());
                 }
@@ -380,6 +464,29 @@ pub(crate) struct PushImage {
     pub blobs: Vec<(bytes::Bytes, OciDescriptor)>,
 }
 
+/// oci-client's `Reference::resolve_registry` for a registry as written.
+fn registry_endpoint(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "" => "index.docker.io",
+        other => other,
+    }
+}
+
+/// The `realm` of a `Bearer` challenge.
+fn bearer_realm(challenge: &str) -> Option<String> {
+    let (scheme, params) = challenge.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let start = params.to_ascii_lowercase().find("realm=")? + "realm=".len();
+    let rest = &params[start..];
+    let value = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?,
+        None => rest.split(',').next()?,
+    };
+    Some(value.trim().to_owned())
+}
+
 fn is_transport(e: &FetchError) -> bool {
     matches!(
         e,
@@ -554,5 +661,26 @@ pub(crate) fn build_push_image(
                 blobs: vec![(layer, layer_desc), (config, config_desc)],
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_realms() {
+        assert_eq!(
+            bearer_realm(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#
+            )
+            .as_deref(),
+            Some("https://auth.docker.io/token")
+        );
+        assert_eq!(
+            bearer_realm("bearer service=x,Realm=http://h/t").as_deref(),
+            Some("http://h/t")
+        );
+        assert_eq!(bearer_realm(r#"Basic realm="registry""#), None);
     }
 }

@@ -39,6 +39,17 @@ pub(crate) fn redact_url(url: &reqwest::Url) -> String {
     clean.to_string()
 }
 
+/// [`redact_url`] for a URL still in text form; text that does not parse is returned as is
+/// (only `scheme://user:pass@host` forms can carry a password).
+pub(crate) fn redact_str(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            redact_url(&parsed)
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// PEM roots from the configured CA bundle, as reqwest certificates.
 pub(crate) fn read_ca_bundle(opts: &FetcherOptions) -> Result<Vec<u8>, FetchError> {
     match &opts.ca_bundle {

@@ -528,3 +528,26 @@ async fn a_slow_module_does_not_delay_another() -> anyhow::Result<()> {
     slow_task.await??;
     Ok(())
 }
+
+#[tokio::test]
+async fn passwords_in_http_urls_stay_out_of_errors() -> anyhow::Result<()> {
+    let server = HttpServer::start(vec![(
+        "/page.wasm",
+        route(|_| Reply::ok(b"<html>not a module</html>".to_vec())),
+    )])
+    .await;
+    let cache = tempfile::tempdir()?;
+    let (f, _) = fetcher(options(cache.path()));
+    let url = format!("http://user:hunter2@{}/page.wasm", server.addr);
+    let err = f.fetch(&req(url.clone())).await.unwrap_err();
+    assert!(matches!(err, FetchError::InvalidModule { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("hunter2") && !format!("{err:?}").contains("hunter2"),
+        "{err}"
+    );
+    let mut bad = req(url);
+    bad.sha256 = Some("nothex".into());
+    let err = f.fetch(&bad).await.unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    Ok(())
+}

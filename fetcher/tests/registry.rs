@@ -776,3 +776,26 @@ async fn bearer_token_registry_with_pull_secret_and_retries_on_503() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn token_realm_on_a_metadata_address_is_refused() -> anyhow::Result<()> {
+    let reg = Registry::start(RegistrySetup::default())?;
+    let front = TokenRegistry::start_with_realm(
+        &reg,
+        "bob",
+        "pw",
+        0,
+        Some("http://169.254.169.254/latest/meta-data/iam".into()),
+    )
+    .await;
+    let cache = tempfile::tempdir()?;
+    let mut opts = options(cache.path());
+    opts.insecure_registries = vec![front.host()];
+    let (f, _) = fetcher(opts);
+    let mut r = req(front.url("tok/m:v1"));
+    r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
+    let err = f.fetch(&r).await.unwrap_err();
+    assert!(matches!(err, FetchError::Blocked { .. }), "{err}");
+    assert!(err.to_string().contains("token realm"), "{err}");
+    Ok(())
+}

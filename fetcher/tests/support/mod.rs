@@ -510,6 +510,17 @@ const TOKEN: &str = "wasmgate-test-token";
 
 impl TokenRegistry {
     pub async fn start(upstream: &Registry, user: &str, pass: &str, fail_manifests: usize) -> Self {
+        Self::start_with_realm(upstream, user, pass, fail_manifests, None).await
+    }
+
+    /// As `start`, advertising `realm` instead of its own `/token`.
+    pub async fn start_with_realm(
+        upstream: &Registry,
+        user: &str,
+        pass: &str,
+        fail_manifests: usize,
+        realm: Option<String>,
+    ) -> Self {
         use base64::Engine as _;
         wasmgate_fetcher::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -529,6 +540,7 @@ impl TokenRegistry {
                     return;
                 };
                 let (client, upstream, basic) = (client.clone(), upstream.clone(), basic.clone());
+                let realm = realm.clone();
                 let (manifests, tokens) = (manifests.clone(), tokens.clone());
                 tokio::spawn(async move {
                     // One request per connection keeps the parser trivial. A TLS ClientHello
@@ -563,8 +575,11 @@ impl TokenRegistry {
                     };
                     let authz = header("authorization").unwrap_or_default();
                     let accept = header("accept").unwrap_or_default();
+                    let realm = realm
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{addr}/token"));
                     let challenge = format!(
-                        "www-authenticate: Bearer realm=\"http://{addr}/token\",service=\"wasmgate-test\"\r\n"
+                        "www-authenticate: Bearer realm=\"{realm}\",service=\"wasmgate-test\"\r\n"
                     );
                     let (status, extra, body): (u16, String, Vec<u8>) = if target
                         .starts_with("/token")
