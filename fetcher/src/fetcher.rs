@@ -14,7 +14,7 @@ use crate::error::FetchError;
 use crate::guard::Guard;
 use crate::http::HttpFetcher;
 use crate::location::{Location, OciLocation, is_sha256_hex};
-use crate::metrics::Metrics;
+use crate::metrics::{ConversionResult, Metrics};
 use crate::oci::{OciFetcher, build_push_image};
 use crate::options::FetcherOptions;
 use crate::transport::{read_ca_bundle, redact_str};
@@ -143,6 +143,15 @@ impl Fetcher {
         registry: &prometheus::Registry,
     ) -> Result<(), prometheus::Error> {
         self.inner.metrics.register(registry)
+    }
+
+    /// Records one WasmPlugin conversion (Istio's `istio_agent_wasm_config_conversion_count` and
+    /// `…_duration` in ms). The gateway calls it; the metrics live here with the other
+    /// `istio_agent_wasm_*` ones.
+    pub fn record_conversion(&self, result: ConversionResult, elapsed: std::time::Duration) {
+        let m = &self.inner.metrics;
+        m.conversion.with_label_values(&[result.as_str()]).inc();
+        m.conversion_ms.observe(elapsed.as_secs_f64() * 1000.0);
     }
 
     /// Returns the module `req` names, from the cache when Istio's rules allow, else from its

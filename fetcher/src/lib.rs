@@ -35,7 +35,7 @@ pub use auth::DockerConfig;
 pub use backoff::{Backoff, BackoffConfig};
 pub use error::FetchError;
 pub use fetcher::{Fetcher, Module, ModuleRequest, PullPolicy, PushFormat};
-pub use metrics::REMOTE_FETCH_RESULTS;
+pub use metrics::{ConversionResult, REMOTE_FETCH_RESULTS};
 pub use options::{DEFAULT_MAX_MODULE_SIZE, DockerConfigSource, FetcherOptions};
 
 /// Installs ring as the process's rustls crypto provider, which the registry and HTTPS clients

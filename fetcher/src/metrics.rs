@@ -11,8 +11,52 @@ pub const REMOTE_FETCH_RESULTS: &[&str] = &[
     "fetch_failure",
 ];
 
+/// `result` of `istio_agent_wasm_config_conversion_count`: the outcome of turning one
+/// WasmPlugin into a runnable filter (the gateway's step; recorded with
+/// [`crate::Fetcher::record_conversion`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConversionResult {
+    /// The module was fetched and the filter built.
+    Success,
+    /// The plugin needs no remote fetch (`file://`).
+    NoRemoteLoad,
+    /// Building the filter configuration failed.
+    MarshalFailure,
+    /// The plugin configuration could not be read.
+    UnmarshalFailure,
+    /// The module could not be fetched or verified.
+    FetchFailure,
+    /// The plugin has no URL to fetch.
+    MissRemoteFetchHint,
+}
+
+impl ConversionResult {
+    /// The label value, as Istio spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::NoRemoteLoad => "no_remote_load",
+            Self::MarshalFailure => "marshal_failure",
+            Self::UnmarshalFailure => "unmarshal_failure",
+            Self::FetchFailure => "fetch_failure",
+            Self::MissRemoteFetchHint => "miss_remote_fetch_hint",
+        }
+    }
+
+    const ALL: [Self; 6] = [
+        Self::Success,
+        Self::NoRemoteLoad,
+        Self::MarshalFailure,
+        Self::UnmarshalFailure,
+        Self::FetchFailure,
+        Self::MissRemoteFetchHint,
+    ];
+}
+
 #[derive(Clone)]
 pub(crate) struct Metrics {
+    pub conversion: IntCounterVec,
+    pub conversion_ms: Histogram,
     pub lookup: IntCounterVec,
     pub entries: IntGauge,
     pub remote_fetch: IntCounterVec,
@@ -58,6 +102,26 @@ impl Metrics {
             "Bytes of Wasm modules fetched from remote sources",
         )
         .expect("static metric definition");
+        let conversion = IntCounterVec::new(
+            Opts::new(
+                "istio_agent_wasm_config_conversion_count",
+                "Number of WasmPlugin conversions, by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let conversion_ms = Histogram::with_opts(
+            HistogramOpts::new(
+                "istio_agent_wasm_config_conversion_duration",
+                "Time to convert a WasmPlugin, in milliseconds",
+            )
+            // Istio's buckets: 1, 2, 4, ..., 16384 ms.
+            .buckets((0..15).map(|i| f64::from(1u32 << i)).collect()),
+        )
+        .expect("static metric definition");
+        for r in ConversionResult::ALL {
+            conversion.with_label_values(&[r.as_str()]);
+        }
         // Expose every label value from the start, as dashboards expect zeros, not gaps.
         for hit in ["true", "false"] {
             lookup.with_label_values(&[hit]);
@@ -66,6 +130,8 @@ impl Metrics {
             remote_fetch.with_label_values(&[r]);
         }
         Self {
+            conversion,
+            conversion_ms,
             lookup,
             entries,
             remote_fetch,
@@ -75,6 +141,8 @@ impl Metrics {
     }
 
     pub(crate) fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.conversion.clone()))?;
+        registry.register(Box::new(self.conversion_ms.clone()))?;
         registry.register(Box::new(self.lookup.clone()))?;
         registry.register(Box::new(self.entries.clone()))?;
         registry.register(Box::new(self.remote_fetch.clone()))?;

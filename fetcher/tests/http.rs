@@ -551,3 +551,55 @@ async fn passwords_in_http_urls_stay_out_of_errors() -> anyhow::Result<()> {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn conversion_metrics_have_istio_names() -> anyhow::Result<()> {
+    let cache = tempfile::tempdir()?;
+    let (f, reg) = fetcher(options(cache.path()));
+    assert_eq!(
+        metric(
+            &reg,
+            "istio_agent_wasm_config_conversion_count",
+            Some(("result", "success"))
+        ),
+        0.0
+    );
+    f.record_conversion(
+        wasmgate_fetcher::ConversionResult::Success,
+        Duration::from_millis(3),
+    );
+    f.record_conversion(
+        wasmgate_fetcher::ConversionResult::FetchFailure,
+        Duration::from_millis(5),
+    );
+    assert_eq!(
+        metric(
+            &reg,
+            "istio_agent_wasm_config_conversion_count",
+            Some(("result", "success"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &reg,
+            "istio_agent_wasm_config_conversion_count",
+            Some(("result", "fetch_failure"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&reg, "istio_agent_wasm_config_conversion_duration", None),
+        2.0
+    );
+    let text = prometheus::TextEncoder::new().encode_to_string(&reg.gather())?;
+    assert!(
+        text.contains("istio_agent_wasm_config_conversion_duration_bucket{le=\"4\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("istio_agent_wasm_cache_lookup_count{hit=\"false\"} 0"),
+        "{text}"
+    );
+    Ok(())
+}
