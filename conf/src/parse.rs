@@ -319,7 +319,7 @@ fn typed<S: DeserializeOwned + Default>(
 /// find more problems, and their fields are recorded so `validate` does not report them twice.
 fn deserialize<T: DeserializeOwned>(mut value: serde_yaml::Value, p: &mut Problems) -> Option<T> {
     for _ in 0..=MAX_SERDE_ERRORS {
-        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(v) => return Some(v),
             Err(e) => {
                 let removable = remove_at(&mut value, e.path());
