@@ -106,7 +106,8 @@ pub struct Rejected {
     pub file: PathBuf,
     pub document: Option<usize>,
     pub errors: Vec<ConfigError>,
-    /// Whether an earlier good version of `key` stays in force.
+    /// Whether an earlier good version of `key` stays in force (for a duplicate: `false`, the
+    /// winning file's version is what is in force).
     pub kept_last_good: bool,
 }
 

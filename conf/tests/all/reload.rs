@@ -448,3 +448,53 @@ fn oversized_and_vanished_files() {
         errors[0]
     );
 }
+
+#[test]
+fn duplicate_takes_over_when_the_winner_goes_and_broken_files_keep_their_claim() {
+    let mut store = ConfigStore::new();
+    let (s, _) = apply(
+        &mut store,
+        &[
+            ("a.yaml", &route("x", "/a")),
+            ("b.yaml", &route("x", "/b")),
+            ("gw.yaml", GW),
+        ],
+    );
+    assert_eq!(route_path(&s, "x").as_deref(), Some("/a"));
+    // a.yaml breaks: its X stays (last good), and still wins over b.yaml's.
+    let (s, r) = apply(
+        &mut store,
+        &[
+            ("a.yaml", "kind: [broken"),
+            ("b.yaml", &route("x", "/b")),
+            ("gw.yaml", GW),
+        ],
+    );
+    assert_eq!(route_path(&s, "x").as_deref(), Some("/a"));
+    assert_eq!(r.errors.len(), 2, "{:?}", lines(&r.errors));
+    assert!(
+        r.errors[0].to_string().starts_with("a.yaml: invalid YAML"),
+        "{:?}",
+        lines(&r.errors)
+    );
+    assert!(
+        r.errors[1]
+            .to_string()
+            .contains("b.yaml[doc 0] HTTPRoute default/x: duplicate"),
+        "{:?}",
+        lines(&r.errors)
+    );
+    // a.yaml goes away: b.yaml's version takes over.
+    let (s, r) = apply(
+        &mut store,
+        &[("b.yaml", &route("x", "/b")), ("gw.yaml", GW)],
+    );
+    assert!(r.is_ok(), "{:?}", lines(&r.errors));
+    let x = &s.routes[&NamespacedName::new("default", "x")];
+    assert_eq!(x.spec.rules[0].matches[0].path.value, "/b");
+    assert_eq!(x.source, std::path::Path::new("b.yaml"));
+    assert_eq!(
+        r.updated,
+        [ResourceKey::new(Kind::HttpRoute, "default", "x")]
+    );
+}
