@@ -94,6 +94,21 @@ pub(crate) struct Key<'a> {
     pub ignore_resource_version: bool,
 }
 
+/// A verified module to record, with every key it may be looked up by.
+pub(crate) struct NewModule<'a> {
+    pub url: &'a str,
+    pub name: &'a str,
+    /// Checksums it answers to (manifest digest, module digest, index digest).
+    pub checksums: &'a [&'a str],
+    /// What the URL resolved to, for Istio's `checksums` map; `None` for digest-pinned URLs.
+    pub url_checksum: Option<&'a str>,
+    pub resource: &'a str,
+    pub resource_version: &'a str,
+    pub wasm: &'a [u8],
+    pub wasm_hex: &'a str,
+    pub manifest_digest: Option<&'a str>,
+}
+
 pub(crate) struct Cache {
     dir: PathBuf,
     modules_dir: PathBuf,
@@ -229,21 +244,19 @@ impl Cache {
     }
 
     /// Writes a verified module (if not already on disk) and records it under every checksum in
-    /// `checksums`; `url_checksum` is remembered for the URL (Istio's `checksums` map; `None` for
-    /// URLs pinned by digest). Returns the module file.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn insert(
-        &self,
-        url: &str,
-        name: &str,
-        checksums: &[&str],
-        url_checksum: Option<&str>,
-        resource: &str,
-        resource_version: &str,
-        wasm: &[u8],
-        wasm_hex: &str,
-        manifest_digest: Option<&str>,
-    ) -> Result<PathBuf, FetchError> {
+    /// `m.checksums`. Returns the module file.
+    pub(crate) async fn insert(&self, m: NewModule<'_>) -> Result<PathBuf, FetchError> {
+        let NewModule {
+            url,
+            name,
+            checksums,
+            url_checksum,
+            resource,
+            resource_version,
+            wasm,
+            wasm_hex,
+            manifest_digest,
+        } = m;
         let path = self.module_path(wasm_hex);
         if !path.is_file() {
             let dir = self.modules_dir.clone();

@@ -9,7 +9,7 @@ use oci_client::secrets::RegistryAuth;
 use tracing::{debug, info};
 
 use crate::auth::{DockerConfig, credentials_for};
-use crate::cache::{Cache, Key, sha256_hex};
+use crate::cache::{Cache, Key, NewModule, sha256_hex};
 use crate::error::FetchError;
 use crate::guard::Guard;
 use crate::http::HttpFetcher;
@@ -321,17 +321,17 @@ impl Fetcher {
         check_magic(&crate::transport::redact_url(url), &wasm)?;
         let path = inner
             .cache
-            .insert(
-                &req.url,
+            .insert(NewModule {
+                url: &req.url,
                 name,
-                &[actual.as_str()],
-                Some(actual.as_str()),
-                &req.resource,
-                &req.resource_version,
-                &wasm,
-                &actual,
-                None,
-            )
+                checksums: &[actual.as_str()],
+                url_checksum: Some(actual.as_str()),
+                resource: &req.resource,
+                resource_version: &req.resource_version,
+                wasm: &wasm,
+                wasm_hex: &actual,
+                manifest_digest: None,
+            })
             .await?;
         Ok((
             Module {
@@ -415,17 +415,17 @@ impl Fetcher {
         keys.extend(index_hex);
         let path = inner
             .cache
-            .insert(
-                &req.url,
+            .insert(NewModule {
+                url: &req.url,
                 name,
-                &keys,
-                remember.then_some(manifest_hex.as_str()),
-                &req.resource,
-                &req.resource_version,
-                &wasm,
-                &wasm_hex,
-                Some(&resolved.digest),
-            )
+                checksums: &keys,
+                url_checksum: remember.then_some(manifest_hex.as_str()),
+                resource: &req.resource,
+                resource_version: &req.resource_version,
+                wasm: &wasm,
+                wasm_hex: &wasm_hex,
+                manifest_digest: Some(&resolved.digest),
+            })
             .await?;
         Ok((
             Module {
@@ -546,7 +546,10 @@ impl Fetcher {
             .guard
             .check_host(reference, host, port.unwrap_or(443))
             .await?;
-        let image = build_push_image(module, format)?;
+        let image = build_push_image(module, format).map_err(|e| FetchError::Push {
+            reference: reference.to_owned(),
+            detail: format!("packaging the module: {e}"),
+        })?;
         let push = inner.oci.push(&inner.opts, &oci, &auth, image);
         tokio::time::timeout(
             inner.opts.fetch_timeout.max(inner.opts.request_timeout),

@@ -579,7 +579,7 @@ fn download_error(what: &str, e: OciDistributionError) -> FetchError {
 pub(crate) fn build_push_image(
     module: &[u8],
     format: crate::PushFormat,
-) -> Result<PushImage, FetchError> {
+) -> std::io::Result<PushImage> {
     use sha2::{Digest, Sha256};
     let desc = |media_type: &str, data: &[u8]| OciDescriptor {
         media_type: media_type.to_owned(),
@@ -617,34 +617,22 @@ pub(crate) fn build_push_image(
                 h.set_size(module.len() as u64);
                 h.set_mode(0o644);
                 h.set_cksum();
-                b.append_data(&mut h, "plugin.wasm", module)
-                    .map_err(|e| FetchError::Push {
-                        reference: String::new(),
-                        detail: e.to_string(),
-                    })?;
-                b.into_inner().map_err(|e| FetchError::Push {
-                    reference: String::new(),
-                    detail: e.to_string(),
-                })?
+                b.append_data(&mut h, "plugin.wasm", module)?;
+                b.into_inner()?
             };
             let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
             let layer = {
                 use std::io::Write as _;
                 let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-                gz.write_all(&tar)
-                    .and_then(|_| gz.finish())
-                    .map_err(|e| FetchError::Push {
-                        reference: String::new(),
-                        detail: e.to_string(),
-                    })?
+                gz.write_all(&tar)?;
+                gz.finish()?
             };
             let config = serde_json::to_vec(&serde_json::json!({
                 "architecture": "amd64",
                 "os": "linux",
                 "config": {},
                 "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            }))
-            .expect("static JSON serializes");
+            }))?;
             let (layer, config) = (bytes::Bytes::from(layer), bytes::Bytes::from(config));
             let config_desc = desc(DOCKER_CONFIG, &config);
             let layer_desc = desc(DOCKER_LAYER_GZIP, &layer);
