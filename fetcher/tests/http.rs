@@ -603,3 +603,93 @@ async fn conversion_metrics_have_istio_names() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn two_fetchers_sharing_a_cache_dir_race_safely() -> anyhow::Result<()> {
+    let m = module_with_payload(&[4u8; 256 * 1024]);
+    let m2 = m.clone();
+    let server = HttpServer::start(vec![(
+        "/race.wasm",
+        route(move |_| Reply {
+            delay: Duration::from_millis(100),
+            ..Reply::ok(m2.clone())
+        }),
+    )])
+    .await;
+    let cache = tempfile::tempdir()?;
+    let (a, _) = fetcher(options(cache.path()));
+    let (b, _) = fetcher(options(cache.path()));
+    let r = req(server.url("/race.wasm"));
+    let (ra, rb) = tokio::join!(a.fetch(&r), b.fetch(&r));
+    let (ma, mb) = (ra?, rb?);
+    assert_eq!(ma.path, mb.path);
+    assert_eq!(std::fs::read(&ma.path)?, m);
+    let files: Vec<_> =
+        std::fs::read_dir(cache.path().join("modules"))?.collect::<Result<_, _>>()?;
+    assert_eq!(files.len(), 1, "one file, no temp leftovers: {files:?}");
+    // A third instance starts warm from whichever index was written last.
+    let (c, reg) = fetcher(options(cache.path()));
+    c.fetch(&r).await?;
+    assert_eq!(server.hits("/race.wasm"), 2);
+    assert_eq!(
+        metric(
+            &reg,
+            "istio_agent_wasm_cache_lookup_count",
+            Some(("hit", "true"))
+        ),
+        1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_altered_cache_file_is_fetched_again() -> anyhow::Result<()> {
+    let m = module("tamper");
+    let m2 = m.clone();
+    let server = HttpServer::start(vec![("/t.wasm", route(move |_| Reply::ok(m2.clone())))]).await;
+    let cache = tempfile::tempdir()?;
+    let (f, reg) = fetcher(options(cache.path()));
+    let r = req(server.url("/t.wasm"));
+    let first = f.fetch(&r).await?;
+    std::fs::write(&first.path, b"\0asm\x01\0\0\0tampered")?;
+    let again = f.fetch(&r).await?;
+    assert_eq!(&*again.bytes, &m[..]);
+    assert_eq!(std::fs::read(&again.path)?, m);
+    assert_eq!(server.hits("/t.wasm"), 2);
+    assert_eq!(
+        metric(
+            &reg,
+            "istio_agent_wasm_remote_fetch_count",
+            Some(("result", "success"))
+        ),
+        2.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_purge_task_runs_by_itself() -> anyhow::Result<()> {
+    let m = module("purge-task");
+    let server = HttpServer::start(vec![("/p.wasm", route(move |_| Reply::ok(m.clone())))]).await;
+    let cache = tempfile::tempdir()?;
+    let mut opts = options(cache.path());
+    opts.purge_interval = Duration::from_millis(100);
+    opts.module_expiry = Duration::from_millis(300);
+    let (f, reg) = fetcher(opts);
+    let got = f.fetch(&req(server.url("/p.wasm"))).await?;
+    let task = f.spawn_purge_task();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "purge task never removed {}",
+            got.path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&reg, "istio_agent_wasm_cache_entries", None), 0.0);
+    // The task ends once the fetcher is gone.
+    drop(f);
+    tokio::time::timeout(Duration::from_secs(5), task).await??;
+    Ok(())
+}
