@@ -4,5 +4,6 @@ mod golden;
 mod kinds;
 mod redaction;
 mod reload;
+mod robustness;
 mod support;
 mod watch;
