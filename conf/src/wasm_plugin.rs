@@ -101,6 +101,35 @@ pub struct PolicyTargetReference {
     pub namespace: Option<String>,
 }
 
+// === impl PolicyTargetReference ===
+
+impl PolicyTargetReference {
+    /// `gateway.networking.k8s.io/Gateway`: the gateway named `name`.
+    pub fn is_gateway(&self) -> bool {
+        self.group == crate::route::GATEWAY_API_GROUP && self.kind == "Gateway"
+    }
+
+    /// `gateway.networking.k8s.io/GatewayClass`: gateways whose `gatewayClassName` is `name`.
+    pub fn is_gateway_class(&self) -> bool {
+        self.group == crate::route::GATEWAY_API_GROUP && self.kind == "GatewayClass"
+    }
+
+    /// core `Service`: requests routed to that backend.
+    pub fn is_service(&self) -> bool {
+        (self.group.is_empty() || self.group == "core") && self.kind == "Service"
+    }
+
+    /// `gateway.networking.k8s.io/HTTPRoute` (beyond Istio): requests matched by that route.
+    pub fn is_http_route(&self) -> bool {
+        self.group == crate::route::GATEWAY_API_GROUP && self.kind == "HTTPRoute"
+    }
+
+    /// `networking.istio.io/ServiceEntry`: accepted; nothing in wasmgate is a ServiceEntry.
+    pub fn is_service_entry(&self) -> bool {
+        self.group == "networking.istio.io" && self.kind == "ServiceEntry"
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VmConfig {
@@ -568,6 +597,11 @@ fn validate_env(p: &mut Problems, env: &[EnvVar]) {
 // === impl WasmPluginSpec ===
 
 impl WasmPluginSpec {
+    /// Neither `selector` nor `targetRefs`: the plugin applies to all traffic.
+    pub fn is_untargeted(&self) -> bool {
+        self.selector.is_none() && self.target_refs.is_empty() && self.target_ref.is_none()
+    }
+
     /// `url` with `oci://` added when it has no scheme (Istio's default).
     pub fn url_with_scheme(&self) -> String {
         if url_scheme(&self.url).is_some() {
@@ -717,6 +751,43 @@ mod tests {
         assert!(!either.matches_gateway_port(443));
         let undefined = spec("url: x\nmatch: [{mode: 0, ports: [{number: 443}]}]\n");
         assert!(undefined.matches_gateway_port(443));
+    }
+
+    #[test]
+    fn target_ref_kinds() {
+        let s = spec(
+            "url: x\ntargetRefs:\n- {kind: Gateway, group: gateway.networking.k8s.io, name: a}\n\
+             - {kind: Service, name: b}\n- {kind: Service, group: core, name: c}\n\
+             - {kind: HTTPRoute, group: gateway.networking.k8s.io, name: d}\n\
+             - {kind: GatewayClass, group: gateway.networking.k8s.io, name: e}\n\
+             - {kind: ServiceEntry, group: networking.istio.io, name: f}\n",
+        );
+        let r = &s.target_refs;
+        assert!(r[0].is_gateway() && !r[0].is_service());
+        assert!(r[1].is_service() && r[2].is_service());
+        assert!(r[3].is_http_route() && r[4].is_gateway_class() && r[5].is_service_entry());
+        assert!(!s.is_untargeted());
+        assert!(spec("url: x\n").is_untargeted());
+        assert!(!spec("url: x\nselector: {matchLabels: {app: a}}\n").is_untargeted());
+    }
+
+    #[test]
+    fn selectors_match_label_subsets() {
+        let sel = spec("url: x\nselector: {matchLabels: {app: httpbin}}\n")
+            .selector
+            .unwrap();
+        let labels = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(sel.matches(&labels(&[("app", "httpbin"), ("version", "v1")])));
+        assert!(!sel.matches(&labels(&[("app", "reviews")])));
+        assert!(!sel.matches(&labels(&[])));
+        assert!(
+            WorkloadSelector::default().matches(&labels(&[])),
+            "an empty selector matches everything"
+        );
     }
 
     #[test]
