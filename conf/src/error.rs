@@ -75,7 +75,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Errors of [`crate::watch`]: the directory could not be watched.
+/// Errors of [`crate::watch()`]: the directory could not be watched.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The OS watcher could not be created or could not watch the directory.

@@ -523,3 +523,40 @@ spec:
         ]
     );
 }
+
+#[test]
+fn other_kinds_and_api_versions_are_ignored_with_a_reason() {
+    let text = "apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: HTTPRoute
+metadata: {name: old, namespace: web}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec: {anything: [goes, here]}
+---
+apiVersion: v1
+kind: List
+items: []
+";
+    let (s, r) = apply(&mut ConfigStore::new(), &[("mixed.yaml", text)]);
+    assert!(r.is_ok(), "{:?}", lines(&r.errors));
+    let got: Vec<_> = s
+        .ignored
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}/{} {}: {}",
+                i.kind, i.namespace, i.name, i.document, i.reason
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "HTTPRoute web/old 0: apiVersion gateway.networking.k8s.io/v1alpha2 of HTTPRoute is not supported",
+            "VirtualService default/vs 1: kind VirtualService is not used by wasmgate",
+            "List default/ 2: kind List is not used by wasmgate",
+        ]
+    );
+}
