@@ -1,0 +1,163 @@
+//! The command line. Every `run` flag can also come from a `WASMGATE_*` environment variable.
+//!
+//! Later subcommands (`plugin check`, `push`, `pull`, `convert`) are added as new [`Command`]
+//! variants with their own argument structs; `main.rs` dispatches on the variant.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::limits;
+
+/// wasmgate: a Wasm-extensible HTTP ingress gateway configured by Kubernetes Gateway API YAML.
+#[derive(Debug, Parser)]
+#[command(name = "wasmgate", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic as configured by the YAML files in a directory, reloading on change.
+    Run(RunArgs),
+    /// Check a config directory: print every problem and exit 1, or a summary and exit 0.
+    Validate(ValidateArgs),
+    /// Run a self-contained gateway with an embedded config and an in-process upstream.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `wasmgate run` (and the serving half of `wasmgate demo`).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Directory of `*.yaml`/`*.yml` resources (Gateway, HTTPRoute, Service, Secret, WasmPlugin).
+    #[arg(long, env = "WASMGATE_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Flags shared by `run` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the Gateway listeners bind to (their ports come from the Gateway resources).
+    #[arg(long, env = "WASMGATE_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+    /// Address of the admin server (/ready, /healthz, /metrics, /config_dump).
+    #[arg(long, env = "WASMGATE_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Worker threads of the proxy runtime (default: one per core).
+    #[arg(long, env = "WASMGATE_THREADS")]
+    pub threads: Option<usize>,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting.
+    #[arg(long, env = "WASMGATE_GRACE_PERIOD", default_value_t = limits::DEFAULT_GRACE_PERIOD_SECS)]
+    pub grace_period: u64,
+    /// Access log format: one line per request on the `access` tracing target.
+    #[arg(long, env = "WASMGATE_ACCESS_LOG", value_enum, default_value_t = AccessLogFormat::Text)]
+    pub access_log: AccessLogFormat,
+    /// Extra labels of this gateway, `key=value`, matched by WasmPlugin selectors (repeatable).
+    #[arg(long = "label", env = "WASMGATE_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Default upstream timeout for routes without `timeouts`, e.g. `15s`, `500ms`, `0` (none).
+    #[arg(long, env = "WASMGATE_UPSTREAM_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Seconds between DNS re-resolutions of backend names.
+    #[arg(long, env = "WASMGATE_DNS_REFRESH", default_value_t = limits::DEFAULT_DNS_REFRESH_SECS)]
+    pub dns_refresh: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// The config directory to check.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Port of the demo Gateway listener.
+    #[arg(long, env = "WASMGATE_DEMO_PORT", default_value_t = 8080)]
+    pub port: u16,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogFormat {
+    Json,
+    Text,
+    Off,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty label key in {s:?}"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Parses `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds. `0` means no timeout.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3x").is_err());
+    }
+
+    #[test]
+    fn run_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "wasmgate",
+            "run",
+            "--config-dir",
+            "/tmp/x",
+            "--label",
+            "a=b",
+            "--threads",
+            "2",
+            "--access-log",
+            "json",
+            "--upstream-timeout",
+            "250ms",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.serve.labels, vec![("a".into(), "b".into())]);
+        assert_eq!(args.serve.threads, Some(2));
+        assert_eq!(args.serve.access_log, AccessLogFormat::Json);
+        assert_eq!(args.serve.upstream_timeout, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,349 @@
+//! The compiled configuration: everything a request needs, built from the resources in force by
+//! one function, [`compile`], and published as an immutable snapshot (`ArcSwap`).
+//!
+//! The plugin-chain issue extends [`CompiledConfig`] (per-rule WasmPlugin chains, gateway labels)
+//! and [`compile`] (build and canary the chains); requests already take the whole snapshot once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use wasmgate_conf as conf;
+
+use crate::backends::{AddressSource, Backend, BackendKey, Backends};
+use crate::routing::RouteTable;
+use crate::routing::compile::{Attachment, ListenerRef, RouteInput, RouteProblem, compile_routes};
+use crate::routing::host::HostPattern;
+use crate::tls;
+
+/// The live configuration, swapped atomically on reload.
+pub type SharedConfig = Arc<ArcSwap<CompiledConfig>>;
+
+/// One listening port and what serves on it.
+#[derive(Debug, Clone)]
+pub struct PortListener {
+    pub port: u16,
+    /// Present for HTTPS ports.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `namespace/gateway/listener` of every Gateway listener on this port.
+    pub names: Vec<String>,
+}
+
+/// Everything compiled from one version of the config directory.
+#[derive(Default)]
+pub struct CompiledConfig {
+    /// Increases by one per successful compile; 0 is the empty config before the first load.
+    pub generation: u64,
+    pub routes: RouteTable,
+    pub listeners: Vec<PortListener>,
+    /// For `/config_dump`.
+    pub attachments: Vec<Attachment>,
+    pub problems: Vec<RouteProblem>,
+}
+
+impl CompiledConfig {
+    pub fn is_tls_port(&self, port: u16) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.port == port && l.tls.is_some())
+    }
+}
+
+/// The resources in force, as the compiler reads them.
+#[derive(Default)]
+pub struct Resources<'a> {
+    pub gateways: Vec<&'a conf::Gateway>,
+    /// Each route with its precedence age (see [`RouteInput::age`]).
+    pub routes: Vec<(&'a conf::HttpRoute, (i64, u32, u64))>,
+    pub services: HashMap<(&'a str, &'a str), &'a conf::Service>,
+    pub secrets: HashMap<(&'a str, &'a str), &'a conf::Secret>,
+}
+
+/// Settings of the compiler that come from the command line.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// Route timeout when a rule sets none.
+    pub default_timeout: Option<Duration>,
+}
+
+/// Builds the routing table, listeners and TLS configs. Never fails: unusable parts are left out
+/// and listed in [`CompiledConfig::problems`] (conf has already rejected invalid resources).
+pub fn compile(
+    res: &Resources<'_>,
+    backends: &Backends,
+    opts: &CompileOptions,
+    generation: u64,
+) -> CompiledConfig {
+    let mut problems = Vec::new();
+    let (listener_refs, listeners) = compile_listeners(res, &mut problems);
+
+    let routes: Vec<RouteInput<'_>> = res
+        .routes
+        .iter()
+        .map(|(route, age)| RouteInput { route, age: *age })
+        .collect();
+    let mut used = HashSet::new();
+    let mut backend_fn = |ns: &str, r: &conf::HttpBackendRef| -> Result<Arc<Backend>, String> {
+        let b = backend_for(res, backends, ns, r)?;
+        used.insert(b.key.clone());
+        Ok(b)
+    };
+    let compiled = compile_routes(
+        &listener_refs,
+        &routes,
+        &mut backend_fn,
+        opts.default_timeout,
+    );
+    backends.retain(&used);
+    problems.extend(compiled.problems);
+
+    CompiledConfig {
+        generation,
+        routes: RouteTable::from_entries(compiled.entries),
+        listeners,
+        attachments: compiled.attachments,
+        problems,
+    }
+}
+
+fn compile_listeners(
+    res: &Resources<'_>,
+    problems: &mut Vec<RouteProblem>,
+) -> (Vec<ListenerRef>, Vec<PortListener>) {
+    let mut refs = Vec::new();
+    // port -> (tls?, names, certs); BTreeMap for a stable order in dumps and logs.
+    let mut ports: BTreeMap<
+        u16,
+        (
+            bool,
+            Vec<String>,
+            Vec<(HostPattern, Arc<rustls::sign::CertifiedKey>)>,
+        ),
+    > = BTreeMap::new();
+    let mut gateways = res.gateways.clone();
+    gateways.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    for gw in gateways {
+        let ns = &gw.metadata.namespace;
+        let gname = format!("{ns}/{}", gw.metadata.name);
+        for (i, l) in gw.spec.listeners.iter().enumerate() {
+            let field = format!("spec.listeners[{i}]");
+            let mut problem = |message: String| {
+                tracing::warn!(gateway = %gname, listener = %l.name, %message, "listener not served");
+                problems.push(RouteProblem {
+                    route: format!("Gateway {gname}"),
+                    field: field.clone(),
+                    message,
+                });
+            };
+            let hostname = l
+                .hostname
+                .as_deref()
+                .map_or(HostPattern::Any, HostPattern::parse);
+            let cert = if l.is_https() {
+                match listener_cert(res, ns, l) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        problem(e);
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let entry = ports
+                .entry(l.port)
+                .or_insert_with(|| (l.is_https(), Vec::new(), Vec::new()));
+            if entry.0 != l.is_https() {
+                problem(format!(
+                    "port {} is already served as {} by another listener",
+                    l.port,
+                    if entry.0 { "HTTPS" } else { "HTTP" }
+                ));
+                continue;
+            }
+            entry.1.push(format!("{gname}/{}", l.name));
+            if let Some(c) = cert {
+                entry.2.push((hostname.clone(), c));
+            }
+            refs.push(ListenerRef {
+                gateway_namespace: ns.clone(),
+                gateway: gw.metadata.name.clone(),
+                name: l.name.clone(),
+                port: l.port,
+                hostname,
+            });
+        }
+    }
+    let listeners = ports
+        .into_iter()
+        .map(|(port, (https, names, certs))| PortListener {
+            port,
+            tls: https.then(|| tls::server_config(certs)),
+            names,
+        })
+        .collect();
+    (refs, listeners)
+}
+
+fn listener_cert(
+    res: &Resources<'_>,
+    gateway_ns: &str,
+    l: &conf::Listener,
+) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    let tls = l.tls.as_ref().ok_or("HTTPS listener without tls")?;
+    let r = tls
+        .certificate_refs
+        .first()
+        .ok_or("tls.certificateRefs is empty")?;
+    let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
+    let secret = res
+        .secrets
+        .get(&(ns, r.name.as_str()))
+        .ok_or_else(|| format!("tls.certificateRefs[0]: Secret {ns}/{} not found", r.name))?;
+    let (crt, key) = secret
+        .tls_pair()
+        .ok_or_else(|| format!("Secret {ns}/{} has no tls.crt and tls.key", r.name))?;
+    tls::certified_key(crt.expose(), key.expose())
+        .map_err(|e| format!("Secret {ns}/{}: {e}", r.name))
+}
+
+/// Resolves a backendRef: through a Service resource when one exists, else the name by DNS.
+fn backend_for(
+    res: &Resources<'_>,
+    backends: &Backends,
+    route_ns: &str,
+    r: &conf::HttpBackendRef,
+) -> Result<Arc<Backend>, String> {
+    if !(r.group.is_empty() || r.group == "core") || r.kind != "Service" {
+        return Err(format!(
+            "backend kind {:?} (group {:?}) is not supported; use a Service",
+            r.kind, r.group
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(route_ns);
+    let port = r.port.ok_or("port is required")?;
+    let key = BackendKey {
+        namespace: ns.to_owned(),
+        name: r.name.clone(),
+        port,
+    };
+    let (source, labels) = match res.services.get(&(ns, r.name.as_str())) {
+        Some(svc) => {
+            let labels = svc
+                .labels()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let eps = svc.endpoints();
+            let source = if svc.is_external_name() {
+                AddressSource::Dns {
+                    host: svc.spec.external_name.clone().unwrap_or_default(),
+                    port,
+                }
+            } else if !eps.is_empty() {
+                AddressSource::Endpoints(eps.into_iter().map(|e| (e.host, e.port)).collect())
+            } else {
+                AddressSource::Dns {
+                    host: r.name.clone(),
+                    port: svc.target_port(port),
+                }
+            };
+            (source, labels)
+        }
+        None => (
+            AddressSource::Dns {
+                host: r.name.clone(),
+                port,
+            },
+            vec![("app".to_owned(), r.name.clone())],
+        ),
+    };
+    Ok(backends.get_or_create(key, source, labels))
+}
+
+/// The compiled part of `/config_dump`.
+pub fn dump(cfg: &CompiledConfig, backends: &Backends) -> serde_json::Value {
+    #[derive(Serialize)]
+    struct RouteEntry<'a> {
+        port: u16,
+        host: String,
+        route: &'a str,
+        rule: usize,
+        #[serde(rename = "match")]
+        matcher: String,
+        backends: Vec<String>,
+        timeout_ms: Option<u128>,
+    }
+    let mut routes = Vec::new();
+    let mut ports: Vec<_> = cfg.routes.ports.iter().collect();
+    ports.sort_by_key(|(p, _)| **p);
+    for (port, pr) in ports {
+        for e in &pr.entries {
+            routes.push(RouteEntry {
+                port: *port,
+                host: e.host.to_string(),
+                route: &e.rule.route,
+                rule: e.rule.rule_index,
+                matcher: describe_match(&e.matcher),
+                backends: e
+                    .rule
+                    .backends
+                    .iter()
+                    .map(|(b, w)| {
+                        format!(
+                            "{}/{}:{} weight={w}",
+                            b.key.namespace, b.key.name, b.key.port
+                        )
+                    })
+                    .collect(),
+                timeout_ms: e.rule.timeout.map(|t| t.as_millis()),
+            });
+        }
+    }
+    let backend_list: Vec<_> = backends
+        .all()
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "backend": format!("{}/{}:{}", b.key.namespace, b.key.name, b.key.port),
+                "source": b.source,
+                "addresses": b.addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "lastError": b.last_error(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generation": cfg.generation,
+        "routes": routes,
+        "attachments": cfg.attachments,
+        "problems": cfg.problems,
+        "backends": backend_list,
+    })
+}
+
+fn describe_match(m: &crate::routing::matcher::RouteMatch) -> String {
+    use crate::routing::matcher::{PathMatch, ValueMatch};
+    let mut s = match &m.path {
+        PathMatch::Exact(p) => format!("path={p}"),
+        PathMatch::Prefix(p) => format!("prefix={p}"),
+        PathMatch::Regex(r) => format!("regex={}", r.as_str()),
+    };
+    if let Some(method) = &m.method {
+        s.push_str(&format!(" method={method}"));
+    }
+    let v = |v: &ValueMatch| match v {
+        ValueMatch::Exact(e) => e.clone(),
+        ValueMatch::Regex(r) => format!("~{}", r.as_str()),
+    };
+    for h in &m.headers {
+        s.push_str(&format!(" header:{}={}", h.name, v(&h.value)));
+    }
+    for q in &m.query {
+        s.push_str(&format!(" query:{}={}", q.name, v(&q.value)));
+    }
+    s
+}

@@ -1,0 +1,26 @@
+//! wasmgate: a Wasm-extensible HTTP ingress gateway on Pingora, configured by Kubernetes Gateway
+//! API YAML from a watched directory.
+//!
+//! Layout: [`cli`] (flags), [`server`] (process, listeners, the Pingora proxy, error mapping),
+//! [`routing`] (pure route matching), [`config`] (compiling the resources in force into one
+//! immutable snapshot), [`reload`] (directory watch, last-good store, swap), [`backends`]
+//! (addresses and load balancing), [`admin`] (ready/health/metrics/config_dump), [`metrics`],
+//! [`access_log`], [`tls`], [`demo`], [`validate`].
+//! The Wasm runtime (`wasmgate-runtime`) and fetcher (`wasmgate-fetcher`) are wired in by the
+//! plugin-chain issue: per-rule chains hang off [`routing::Rule`] and are built in [`config::compile`].
+
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod admin;
+pub mod backends;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod limits;
+pub mod metrics;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod tls;
+pub mod validate;

@@ -1,0 +1,32 @@
+//! Every default and bound of the gateway, in one place.
+
+use std::time::Duration;
+
+/// Seconds in-flight requests get after SIGTERM/SIGINT (Pingora's own default is 300 s; ours is short).
+pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
+/// Route timeout when an HTTPRoute sets none (Envoy's default route timeout).
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often backend names without a Service endpoint list are re-resolved by DNS.
+pub const DEFAULT_DNS_REFRESH_SECS: u64 = 10;
+/// Connect timeout to an upstream address; a refused or unreachable backend answers 503 after this.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle upstream connections kept per upstream address for reuse (Pingora's connector pool).
+pub const UPSTREAM_KEEPALIVE_POOL: usize = 128;
+/// How many upstream addresses one request may try when connecting fails.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Time allowed for a downstream TLS handshake before the connection is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Delay before retrying `accept()` after a transient error (e.g. EMFILE).
+pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Debounce window of the config directory watch.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+/// Bytes of a regular expression program compiled from a route match (guards against huge regexes).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Rejected versions kept for `/config_dump`.
+pub const MAX_REJECTED_IN_DUMP: usize = 64;
+/// Idle upstream connections are closed after this long in the pool.
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pending connections the kernel queues per listening port.
+pub const LISTEN_BACKLOG: u32 = 4096;
+/// How long a reload waits for new backends' first DNS resolution before swapping anyway.
+pub const INITIAL_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);

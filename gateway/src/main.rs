@@ -1,0 +1,39 @@
+//! The `wasmgate` binary: parse the command line and dispatch.
+
+#![forbid(unsafe_code)]
+
+use clap::Parser as _;
+use wasmgate::cli::{AccessLogFormat, Cli, Command};
+use wasmgate::reload::ConfigSource;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            wasmgate::access_log::init_logging(args.serve.access_log);
+            exit(wasmgate::server::run(
+                ConfigSource::Dir(args.config_dir),
+                &args.serve,
+                None,
+            ))
+        }
+        Command::Validate(args) => {
+            wasmgate::access_log::init_logging(AccessLogFormat::Off);
+            wasmgate::validate::run(&args.dir)
+        }
+        Command::Demo(args) => {
+            wasmgate::access_log::init_logging(args.serve.access_log);
+            exit(wasmgate::demo::run(&args))
+        }
+    }
+}
+
+fn exit(r: anyhow::Result<()>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wasmgate: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Gateway listeners that follow live reload.
+//!
+//! Why our own accept loops: Pingora's `Server` only takes listening services before
+//! `run_forever`, so a listener added to a Gateway resource later could not be served without a
+//! restart. Pingora documents the alternative we use (`pingora_proxy::http_proxy`): one `HttpProxy`
+//! app, fed accepted streams through its `ServerApp::process_new` entry point, which does the h2c
+//! preface check, ALPN h2 and HTTP/1.1 keep-alive exactly as Pingora's own listeners do. TLS is
+//! Pingora's rustls `Acceptor`, built from in-memory Secrets. So the HTTP engine, upstream pool and
+//! error handling stay Pingora's; only "which ports are open" is ours.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::proxy::Gateway;
+use crate::config::PortListener;
+use crate::limits;
+use crate::metrics::Metrics;
+
+/// State shared by every accept loop and connection task.
+pub struct Shared {
+    pub app: Arc<HttpProxy<Gateway>>,
+    /// Pingora's shutdown signal: once `true`, sessions stop keeping connections alive.
+    pub shutdown: ShutdownWatch,
+    pub metrics: Arc<Metrics>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+struct Running {
+    tls: Arc<ArcSwapOption<Acceptor>>,
+    /// The rustls config in force, to skip rebuilding the acceptor when it did not change.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    stop: watch::Sender<bool>,
+}
+
+/// The state of one port, for `/config_dump`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortStatus {
+    pub port: u16,
+    pub tls: bool,
+    pub listeners: Vec<String>,
+    /// `serving`, or the bind error.
+    pub state: String,
+}
+
+/// Opens, updates and closes listening sockets to match the config in force.
+pub struct ListenerManager {
+    bind_ip: IpAddr,
+    shared: Arc<Shared>,
+    running: Mutex<HashMap<u16, Running>>,
+    status: Mutex<Vec<PortStatus>>,
+}
+
+impl ListenerManager {
+    pub fn new(bind_ip: IpAddr, shared: Arc<Shared>) -> Self {
+        Self {
+            bind_ip,
+            shared,
+            running: Mutex::new(HashMap::new()),
+            status: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Makes the open ports exactly `desired`: binds new ports, swaps TLS settings of kept ones,
+    /// and stops accepting on removed ones (their open connections finish normally).
+    /// A port that cannot be bound is logged and reported in [`Self::status`]; others still open.
+    pub async fn reconcile(&self, desired: &[PortListener]) {
+        let mut statuses = Vec::with_capacity(desired.len());
+        let wanted: HashMap<u16, &PortListener> = desired.iter().map(|p| (p.port, p)).collect();
+        {
+            let mut running = self.running.lock();
+            running.retain(|port, r| {
+                let keep = wanted.contains_key(port);
+                if !keep {
+                    tracing::info!(port, "listener removed: no longer accepting");
+                    let _ = r.stop.send(true);
+                }
+                keep
+            });
+        }
+        for spec in desired {
+            let state = self.ensure(spec).await;
+            statuses.push(PortStatus {
+                port: spec.port,
+                tls: spec.tls.is_some(),
+                listeners: spec.names.clone(),
+                state,
+            });
+        }
+        *self.status.lock() = statuses;
+    }
+
+    async fn ensure(&self, spec: &PortListener) -> String {
+        {
+            let mut running = self.running.lock();
+            if let Some(r) = running.get_mut(&spec.port) {
+                let same = match (&r.tls_config, &spec.tls) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if !same {
+                    r.tls.store(
+                        spec.tls
+                            .clone()
+                            .map(|c| Arc::new(Acceptor::from_server_config(c))),
+                    );
+                    r.tls_config = spec.tls.clone();
+                    tracing::info!(
+                        port = spec.port,
+                        tls = spec.tls.is_some(),
+                        "listener TLS settings updated"
+                    );
+                }
+                return "serving".into();
+            }
+        }
+        let addr = SocketAddr::new(self.bind_ip, spec.port);
+        let listener = match bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot bind listener");
+                return format!("bind {addr}: {e}");
+            }
+        };
+        tracing::info!(%addr, tls = spec.tls.is_some(), listeners = ?spec.names, "listening");
+        let tls = Arc::new(ArcSwapOption::new(
+            spec.tls
+                .clone()
+                .map(|c| Arc::new(Acceptor::from_server_config(c))),
+        ));
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(accept_loop(
+            listener,
+            tls.clone(),
+            stop_rx,
+            self.shared.clone(),
+        ));
+        self.running.lock().insert(
+            spec.port,
+            Running {
+                tls,
+                tls_config: spec.tls.clone(),
+                stop,
+            },
+        );
+        "serving".into()
+    }
+
+    /// Stops accepting on every port (shutdown).
+    pub fn close_all(&self) {
+        for (_, r) in self.running.lock().drain() {
+            let _ = r.stop.send(true);
+        }
+    }
+
+    pub fn status(&self) -> Vec<PortStatus> {
+        self.status.lock().clone()
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted gateway must rebind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(limits::LISTEN_BACKLOG)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<ArcSwapOption<Acceptor>>,
+    mut stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let shared = shared.clone();
+                    let tls = tls.load_full();
+                    tokio::spawn(serve_connection(tcp, peer, tls, shared));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(limits::ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+    }
+    // Dropping the listener closes the port.
+}
+
+/// Counts a connection while it lives (for `wasmgate_active_connections` and graceful shutdown).
+struct ConnGuard(Arc<Shared>);
+
+impl ConnGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Ordering::AcqRel);
+        shared.metrics.active_connections.inc();
+        Self(shared)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.active_connections.dec();
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<Acceptor>>,
+    shared: Arc<Shared>,
+) {
+    let guard = ConnGuard::new(shared);
+    let local = tcp.local_addr().ok();
+    let _ = tcp.set_nodelay(true);
+    let mut l4: L4Stream = tcp.into();
+    // What Pingora's own listener records, so the proxy sees client and local addresses.
+    let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    let _ = digest.local_addr.set(local.map(Into::into));
+    l4.set_socket_digest(digest);
+
+    let stream: Stream = match tls {
+        None => Box::new(l4),
+        Some(acceptor) => {
+            match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
+                .await
+            {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let shared = &guard.0;
+    shared.app.process_new(stream, &shared.shutdown).await;
+}

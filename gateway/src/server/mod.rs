@@ -1,0 +1,182 @@
+//! The serving process: a tokio runtime, the Pingora proxy app, live listeners, the admin server,
+//! config reload, background DNS refresh, and graceful shutdown.
+
+pub mod errors;
+pub mod listeners;
+pub mod proxy;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::server::configuration::ServerConf;
+use tokio::sync::watch;
+
+use crate::admin::{self, AdminState};
+use crate::backends::{self, Backends};
+use crate::cli::{AccessLogFormat, ServeArgs};
+use crate::config::{CompileOptions, CompiledConfig};
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::reload::{ConfigSource, Reloader};
+use listeners::{ListenerManager, Shared};
+use proxy::Gateway;
+
+/// Runs the gateway until SIGTERM/SIGINT, then drains for at most the grace period.
+/// `on_ready` runs once the first configuration is live (the demo prints its instructions there).
+pub fn run(
+    source: ConfigSource,
+    args: &ServeArgs,
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
+) -> anyhow::Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("wasmgate")
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    rt.block_on(serve(source, args.clone(), threads, on_ready))?;
+    // Connections still open after the grace period are dropped with the runtime.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+async fn serve(
+    source: ConfigSource,
+    args: ServeArgs,
+    threads: usize,
+    on_ready: Option<Box<dyn FnOnce() + Send>>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let backends = Backends::new();
+    let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let server_conf = Arc::new(ServerConf {
+        threads,
+        upstream_keepalive_pool_size: limits::UPSTREAM_KEEPALIVE_POOL,
+        // Connect retries are decided per request in `fail_to_connect`.
+        max_retries: limits::MAX_CONNECT_ATTEMPTS,
+        ..ServerConf::default()
+    });
+    let gateway = Gateway {
+        config: live.clone(),
+        metrics: metrics.clone(),
+        access_log: args.access_log != AccessLogFormat::Off,
+    };
+    let mut proxy = pingora_proxy::http_proxy(&server_conf, gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy.server_options = Some(options);
+    let app = Arc::new(proxy);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        app: app.clone(),
+        shutdown: shutdown_rx.clone(),
+        metrics: metrics.clone(),
+        connections: Arc::new(AtomicUsize::new(0)),
+    });
+    let listeners = Arc::new(ListenerManager::new(args.listen_address, shared.clone()));
+
+    let reloader = Arc::new(tokio::sync::Mutex::new(Reloader::new(
+        source,
+        backends.clone(),
+        live.clone(),
+        listeners.clone(),
+        metrics.clone(),
+        CompileOptions {
+            default_timeout: Some(args.upstream_timeout).filter(|d| !d.is_zero()),
+        },
+    )));
+    let dump_state = reloader.lock().await.dump_handle();
+
+    let admin_listener = admin::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin server on {}", args.admin_addr))?;
+    tracing::info!(addr = %args.admin_addr, "admin server listening");
+    let dump = {
+        let (live, backends, listeners, dump_state) = (
+            live.clone(),
+            backends.clone(),
+            listeners.clone(),
+            dump_state.clone(),
+        );
+        Arc::new(move || {
+            let mut v = crate::config::dump(&live.load(), &backends);
+            v["listeners"] = serde_json::to_value(listeners.status()).unwrap_or_default();
+            v["resources"] = dump_state.lock().clone();
+            v
+        })
+    };
+    tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            ready: ready.clone(),
+            metrics: metrics.clone(),
+            dump,
+        },
+        shutdown_rx.clone(),
+    ));
+
+    // First load: compile, bind, swap; then we are ready.
+    reloader.lock().await.reload().await;
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        generation = live.load().generation,
+        "first configuration live"
+    );
+    if let Some(f) = on_ready {
+        f();
+    }
+    Reloader::spawn_watch(reloader.clone());
+    backends::spawn_refresher(backends.clone(), Duration::from_secs(args.dns_refresh));
+
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, grace_period_s = args.grace_period, "shutting down");
+    ready.store(false, Ordering::Release);
+    listeners.close_all();
+    let _ = shutdown_tx.send(true);
+    // Wakes idle keep-alive connections so they close now instead of at their timeout.
+    ServerApp::cleanup(&*app).await;
+    let deadline = Instant::now() + Duration::from_secs(args.grace_period);
+    while shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.connections.load(Ordering::Acquire);
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "grace period over; closing remaining connections"
+        );
+    } else {
+        tracing::info!("all connections closed");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers we can still be stopped by SIGKILL; wait forever.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The `/config_dump` "resources" section, maintained by the reloader.
+pub type DumpState = Arc<Mutex<serde_json::Value>>;

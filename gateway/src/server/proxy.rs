@@ -1,0 +1,331 @@
+//! The Pingora `ProxyHttp` implementation: route lookup, filters, upstream selection, errors,
+//! metrics and the access log. One instance serves every listener; the listener of a request is
+//! known from the local port it arrived on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use super::errors;
+use crate::access_log::{self, AccessRecord};
+use crate::backends::Backend;
+use crate::config::{CompiledConfig, SharedConfig};
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::routing::filters::{HeaderSink, RedirectInput};
+use crate::routing::host::normalize_host;
+use crate::routing::{RequestView, Rule};
+
+/// The gateway's request handler.
+pub struct Gateway {
+    pub config: SharedConfig,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+}
+
+/// Per-request state. The config snapshot is taken once when the request starts and kept to the
+/// end, so a reload never changes the routing of a request in flight.
+pub struct RequestCtx {
+    config: Arc<CompiledConfig>,
+    start: Instant,
+    rule: Option<Arc<Rule>>,
+    matched_prefix_len: Option<usize>,
+    backend: Option<Arc<Backend>>,
+    upstream: Option<SocketAddr>,
+    connect_attempts: usize,
+}
+
+// Pingora requires the CTX to be Send + Sync; keep that a compile-time fact.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RequestCtx>();
+};
+
+impl Gateway {
+    fn upstream_timeout(ctx: &RequestCtx) -> Option<Duration> {
+        ctx.rule.as_ref().and_then(|r| r.timeout)
+    }
+}
+
+struct PingoraHeaders<'a, T>(&'a mut T);
+
+impl HeaderSink for PingoraHeaders<'_, RequestHeader> {
+    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.insert_header(n.clone(), v.clone());
+    }
+    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.append_header(n.clone(), v.clone());
+    }
+    fn remove(&mut self, n: &http::HeaderName) {
+        self.0.remove_header(n);
+    }
+}
+
+impl HeaderSink for PingoraHeaders<'_, ResponseHeader> {
+    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.insert_header(n.clone(), v.clone());
+    }
+    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.append_header(n.clone(), v.clone());
+    }
+    fn remove(&mut self, n: &http::HeaderName) {
+        self.0.remove_header(n);
+    }
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` header.
+fn request_host(req: &RequestHeader) -> &str {
+    req.uri
+        .host()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
+fn local_port(session: &Session) -> u16 {
+    session
+        .as_downstream()
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(0, |a| a.port())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            config: self.config.load_full(),
+            start: Instant::now(),
+            rule: None,
+            matched_prefix_len: None,
+            backend: None,
+            upstream: None,
+            connect_attempts: 0,
+        }
+    }
+
+    /// Routes the request. Redirects are answered here; everything else continues to the upstream.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let port = local_port(session);
+        let req = session.req_header();
+        let host = normalize_host(request_host(req));
+        let view = RequestView {
+            port,
+            host: &host,
+            method: &req.method,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
+        };
+        let Some(entry) = ctx.config.routes.lookup(&view) else {
+            return Error::e_explain(
+                errors::NO_ROUTE,
+                format!("no route for {host}{}", view.path),
+            );
+        };
+        let rule = entry.rule.clone();
+        ctx.matched_prefix_len = entry.matcher.path.prefix_len();
+
+        if let Some(redirect) = &rule.filters.redirect {
+            let scheme = if ctx.config.is_tls_port(port) {
+                "https"
+            } else {
+                "http"
+            };
+            let location = redirect.location(&RedirectInput {
+                scheme,
+                host: &host,
+                listener_port: port,
+                path: view.path,
+                query: view.query,
+                matched_prefix_len: ctx.matched_prefix_len,
+            });
+            let mut resp = ResponseHeader::build(redirect.status, Some(2))?;
+            resp.insert_header(http::header::LOCATION, location)?;
+            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            rule.filters
+                .response_headers
+                .apply(&mut PingoraHeaders(&mut resp));
+            ctx.rule = Some(rule);
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
+
+        let Some(backend) = rule.backends.pick() else {
+            let route = rule.route.clone();
+            ctx.rule = Some(rule);
+            return Error::e_explain(
+                errors::NO_BACKEND,
+                format!("route {route} has no backend with weight > 0"),
+            );
+        };
+        ctx.backend = Some(backend.clone());
+        ctx.rule = Some(rule);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.connect_attempts += 1;
+        let backend = ctx
+            .backend
+            .as_ref()
+            .ok_or_else(|| Error::explain(errors::NO_BACKEND, "no backend selected"))?;
+        let Some(addr) = backend.pick() else {
+            return Error::e_explain(
+                errors::BACKEND_UNRESOLVED,
+                format!(
+                    "backend {}:{} has no address",
+                    backend.key.name, backend.key.port
+                ),
+            );
+        };
+        ctx.upstream = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let timeout = Self::upstream_timeout(ctx);
+        peer.options.connection_timeout = Some(limits::UPSTREAM_CONNECT_TIMEOUT);
+        peer.options.read_timeout = timeout;
+        peer.options.write_timeout = timeout;
+        peer.options.idle_timeout = Some(limits::UPSTREAM_IDLE_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Another address of the same backend may be up: retry (upstream_peer picks the next one).
+        let others = ctx
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.addresses().len() > 1);
+        e.set_retry(others && ctx.connect_attempts < limits::MAX_CONNECT_ATTEMPTS);
+        tracing::debug!(peer = %peer, error = %e, "upstream connect failed");
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rule) = &ctx.rule else { return Ok(()) };
+        if let Some(rw) = &rule.filters.rewrite {
+            if let Some(host) = &rw.hostname {
+                upstream.insert_header(http::header::HOST, host.clone())?;
+            }
+            if let Some(pm) = &rw.path {
+                let new_path = pm.apply(upstream.uri.path(), ctx.matched_prefix_len);
+                let pq = match upstream.uri.query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                let uri = http::Uri::builder()
+                    .path_and_query(pq)
+                    .build()
+                    .map_err(|e| {
+                        Error::because(
+                            pingora_error::ErrorType::InternalError,
+                            "rewritten path is not a valid URI",
+                            e,
+                        )
+                    })?;
+                upstream.set_uri(uri);
+            }
+        }
+        rule.filters
+            .request_headers
+            .apply(&mut PingoraHeaders(upstream));
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(rule) = &ctx.rule
+            && !rule.filters.response_headers.is_empty()
+        {
+            rule.filters
+                .response_headers
+                .apply(&mut PingoraHeaders(resp));
+        }
+        Ok(())
+    }
+
+    /// The one place errors become responses (see [`errors::response_for`]).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, body, reuse) = errors::response_for(e);
+        let route = ctx.rule.as_ref().map_or("", |r| &r.route);
+        if code == 404 {
+            tracing::debug!(error = %e, "no route");
+        } else if code >= 500 {
+            tracing::warn!(status = code, route, upstream = ?ctx.upstream, error = %e, "request failed");
+        }
+        if code > 0 {
+            if let Err(we) = session
+                .respond_error_with_body(code, errors::body(body))
+                .await
+            {
+                tracing::debug!(error = %we, "failed to send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: reuse,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // fail_to_proxy logs every failure once, with the route; Pingora's own line would repeat it.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        let route = ctx.rule.as_deref().map(|r| &*r.route);
+        self.metrics.request_done(route, status);
+        self.metrics.request_duration.observe(elapsed.as_secs_f64());
+        if self.access_log {
+            let req = session.req_header();
+            let upstream = ctx.upstream.map(|a| a.to_string());
+            access_log::emit(&AccessRecord {
+                method: req.method.as_str(),
+                path: req.uri.path_and_query().map_or("", |p| p.as_str()),
+                host: request_host(req),
+                status,
+                route: route.unwrap_or(""),
+                upstream: upstream.as_deref().unwrap_or(""),
+                duration_us: elapsed.as_micros() as u64,
+                bytes_sent: session.as_downstream().body_bytes_sent(),
+                bytes_received: session.as_downstream().body_bytes_read(),
+            });
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Backend failures: refused ⇒ 503, slow ⇒ 504 (route timeout), each with a short body and a log line.
+
+use wasmgate_e2e::upstream::refused_addr;
+use wasmgate_e2e::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_backend_is_503_and_slow_backend_is_504() {
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let slow = Upstream::start("slow").await;
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write(
+        "services.yaml",
+        &format!(
+            "{}---\n{}",
+            service_yaml("down", 80, &[refused_addr()]),
+            service_yaml("slow", 80, &[slow.addr])
+        ),
+    );
+    dir.write(
+        "route.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /down}}]
+    backendRefs: [{name: down, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    timeouts: {request: 300ms}
+    backendRefs: [{name: slow, port: 80}]
+"#,
+    );
+    let gw = Gateway::start(&dir).await;
+    let c = client();
+
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/down"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.text().await.expect("body"), "upstream unavailable\n");
+
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/slow"))
+        .header("x-delay-ms", "3000")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.text().await.expect("body"), "upstream timeout\n");
+
+    // Fast requests on the same route still pass.
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/slow"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+
+    let logs = eventually(PATIENCE, "error log lines", || async {
+        let l = gw.stderr();
+        (l.contains("status=503") && l.contains("status=504")).then_some(l)
+    })
+    .await;
+    assert!(logs.contains("default/r"), "log names the route:\n{logs}");
+}
