@@ -193,7 +193,10 @@ pub struct ReloadReport {
     pub updated: Vec<ResourceKey>,
     pub removed: Vec<ResourceKey>,
     /// Every error of this reload (equal to `snapshot.errors()`, plus a directory-level failure).
+    /// A file that stays broken reports its errors on every reload.
     pub errors: Vec<ConfigError>,
+    /// The errors of `errors` that the previous reload did not have: log these to say each once.
+    pub new_errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigError>,
 }
 

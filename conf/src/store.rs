@@ -80,6 +80,7 @@ impl ConfigStore {
             Err(e) => {
                 let report = ReloadReport {
                     generation: self.current.generation,
+                    new_errors: vec![e.clone()],
                     errors: vec![e],
                     warnings: self.current.warnings.clone(),
                     ..ReloadReport::default()
@@ -113,6 +114,13 @@ impl ConfigStore {
         report.generation = next.generation;
         report.changed = changed;
         report.errors = next.errors();
+        let before = prev.errors();
+        report.new_errors = report
+            .errors
+            .iter()
+            .filter(|e| !before.contains(e))
+            .cloned()
+            .collect();
         report.warnings = next.warnings.clone();
         let next = if changed { Arc::new(next) } else { prev };
         self.current = next.clone();

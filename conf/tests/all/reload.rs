@@ -77,6 +77,14 @@ fn invalid_edit_keeps_the_last_good_version() {
     ));
     assert_eq!(s2.routes[&NamespacedName::new("default", "a")].seq, seq_a);
 
+    assert_eq!(r2.new_errors, r2.errors);
+    // The same broken file again: same errors, none new.
+    let (_, again) = apply(&mut store, &[("gw.yaml", GW), ("routes.yaml", &routes)]);
+    assert_eq!(
+        (again.errors.len(), again.new_errors.len(), again.changed),
+        (1, 0, false)
+    );
+
     // Fixing it takes the new version in force and clears the rejection.
     let routes = format!("{}---\n{}", route("a", "/a2"), route("b", "/b2"));
     let (s3, r3) = apply(&mut store, &[("gw.yaml", GW), ("routes.yaml", &routes)]);
