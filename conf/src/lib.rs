@@ -15,9 +15,16 @@
 //! ```
 //!
 //! Kinds understood: `Gateway` and `HTTPRoute` (`gateway.networking.k8s.io/v1`, `v1beta1`),
-//! `Service` and `Secret` (core `v1`), `WasmPlugin` (`extensions.istio.io/v1alpha1`). Every other
-//! kind is recorded in [`Snapshot::ignored`]. Unknown fields of understood kinds are errors; fields
-//! of the upstream APIs that wasmgate does not act on are accepted with an "ignored" warning.
+//! `Service` and `Secret` (core `v1`), `WasmPlugin` (`extensions.istio.io/v1alpha1`), and Maistra's
+//! `ServiceMeshExtension` (`maistra.io/v1`, served as its WasmPlugin, see
+//! [`convert_service_mesh_extensions`]). Every other kind is recorded in [`Snapshot::ignored`].
+//! Unknown fields of understood kinds are errors naming the field path; fields of the upstream
+//! APIs that wasmgate does not act on are accepted with an "accepted but ignored" warning.
+//!
+//! Layers: [`parse_file`] (text in, typed and validated documents out; no filesystem),
+//! [`ConfigStore`] (last-good semantics across reloads and cross-resource checks; the rules are in
+//! the [`store`] module docs), [`watch()`] (debounced directory watch). Secret values are
+//! [`SecretBytes`], which never print.
 #![forbid(unsafe_code)]
 
 mod dir;
