@@ -560,6 +560,36 @@ impl<'a> Builder<'a> {
                                         false,
                                     ));
                                 }
+                                // Gateway API: a route attaches only where a hostname intersects.
+                                let listeners: Vec<_> = g
+                                    .spec
+                                    .listeners
+                                    .iter()
+                                    .filter(|l| {
+                                        parent.section_name.as_ref().is_none_or(|s| *s == l.name)
+                                    })
+                                    .filter(|l| parent.port.is_none_or(|p| p == l.port))
+                                    .collect();
+                                if !listeners.is_empty()
+                                    && !route.spec.hostnames.is_empty()
+                                    && !listeners.iter().any(|l| {
+                                        route.spec.hostnames.iter().any(|h| {
+                                            l.hostname
+                                                .as_deref()
+                                                .is_none_or(|lh| hostnames_intersect(lh, h))
+                                        })
+                                    })
+                                {
+                                    problems.push((
+                                        key.clone(),
+                                        "spec.hostnames".to_owned(),
+                                        format!(
+                                            "no hostname intersects a listener hostname of Gateway {ns}/{}: the route serves nothing there",
+                                            parent.name
+                                        ),
+                                        false,
+                                    ));
+                                }
                             }
                         }
                     }
@@ -662,6 +692,16 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Gateway API hostname intersection: equal, or a `*.` wildcard covering the other (a wildcard
+/// matches one or more labels, never the bare suffix).
+pub fn hostnames_intersect(a: &str, b: &str) -> bool {
+    let covers = |wild: &str, other: &str| {
+        wild.strip_prefix('*')
+            .is_some_and(|suffix| other.len() > suffix.len() && other.ends_with(suffix))
+    };
+    a.eq_ignore_ascii_case(b) || covers(a, b) || covers(b, a)
+}
+
 fn describe(c: &Claim) -> String {
     match c.document {
         Some(d) => format!("{}[doc {d}]", c.file.display()),
@@ -710,5 +750,21 @@ fn prev_entry(s: &Snapshot, key: &ResourceKey) -> Option<Entry> {
         Kind::Secret => get!(secrets, Secret),
         Kind::WasmPlugin => get!(wasm_plugins, WasmPlugin),
         Kind::ServiceMeshExtension => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hostnames_intersect;
+
+    #[test]
+    fn hostname_intersection_follows_the_gateway_api() {
+        assert!(hostnames_intersect("foo.example.com", "foo.example.com"));
+        assert!(hostnames_intersect("*.example.com", "foo.example.com"));
+        assert!(hostnames_intersect("foo.bar.example.com", "*.example.com"));
+        assert!(hostnames_intersect("*.example.com", "*.foo.example.com"));
+        assert!(!hostnames_intersect("*.example.com", "example.com"));
+        assert!(!hostnames_intersect("foo.example.com", "bar.example.com"));
+        assert!(!hostnames_intersect("*.example.com", "*.example.org"));
     }
 }

@@ -506,3 +506,28 @@ fn duplicate_takes_over_when_the_winner_goes_and_broken_files_keep_their_claim()
         [ResourceKey::new(Kind::HttpRoute, "default", "x")]
     );
 }
+
+#[test]
+fn route_hostnames_must_meet_a_listener_hostname() {
+    let gw = GW.replace(
+        "{name: http, port: 8080, protocol: HTTP}",
+        "{name: http, port: 8080, protocol: HTTP, hostname: \"*.example.com\"}",
+    );
+    let ok = route("a", "/").replace("spec:\n", "spec:\n  hostnames: [\"www.example.com\"]\n");
+    let miss = route("b", "/").replace(
+        "spec:\n",
+        "spec:\n  hostnames: [\"www.example.org\", \"example.com\"]\n",
+    );
+    let (s, r) = apply(
+        &mut ConfigStore::new(),
+        &[("gw.yaml", &gw), ("a.yaml", &ok), ("b.yaml", &miss)],
+    );
+    assert!(r.is_ok());
+    assert_eq!(s.routes.len(), 2, "a warning, not an error");
+    assert_eq!(
+        lines(&r.warnings),
+        [
+            "b.yaml[doc 0] HTTPRoute default/b: spec.hostnames: no hostname intersects a listener hostname of Gateway default/gw: the route serves nothing there"
+        ]
+    );
+}
