@@ -279,7 +279,9 @@ impl Kind {
             ("v1", "Service") => Some(Kind::Service),
             ("v1", "Secret") => Some(Kind::Secret),
             ("extensions.istio.io/v1alpha1", "WasmPlugin") => Some(Kind::WasmPlugin),
-            ("maistra.io/v1", "ServiceMeshExtension") => Some(Kind::ServiceMeshExtension),
+            ("maistra.io/v1" | "maistra.io/v1alpha1", "ServiceMeshExtension") => {
+                Some(Kind::ServiceMeshExtension)
+            }
             _ => None,
         }
     }

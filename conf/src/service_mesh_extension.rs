@@ -1,4 +1,4 @@
-//! Maistra's `ServiceMeshExtension` (`maistra.io/v1`), the predecessor of `WasmPlugin`: accepted,
+//! Maistra's `ServiceMeshExtension` (`maistra.io/v1`, and `v1alpha1` of Maistra 2.0), the predecessor of `WasmPlugin`: accepted,
 //! translated to its WasmPlugin equivalent (with a deprecation warning) as Maistra's migration
 //! guide maps it, and printable as WasmPlugin YAML (`wasmgate convert`).
 
@@ -184,10 +184,14 @@ pub fn convert_service_mesh_extensions(
         let mut value = serde_yaml::Value::deserialize(doc)
             .and_then(|mut v| v.apply_merge().map(|()| v))
             .map_err(|e| vec![ConfigError::file(file, format!("invalid YAML: {e}"))])?;
-        let is_sme = value.get("apiVersion").and_then(serde_yaml::Value::as_str)
-            == Some("maistra.io/v1")
-            && value.get("kind").and_then(serde_yaml::Value::as_str)
-                == Some("ServiceMeshExtension");
+        let field = |k: &str| {
+            value
+                .get(k)
+                .and_then(serde_yaml::Value::as_str)
+                .unwrap_or("")
+        };
+        let is_sme = crate::meta::Kind::from_type_meta(field("apiVersion"), field("kind"))
+            == Some(crate::meta::Kind::ServiceMeshExtension);
         if !is_sme {
             continue;
         }

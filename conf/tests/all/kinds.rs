@@ -560,3 +560,27 @@ items: []
         ]
     );
 }
+
+#[test]
+fn maistra_2_0_service_mesh_extension_with_a_json_string_config() {
+    // Maistra 2.0 wrote `maistra.io/v1alpha1` and a string config.
+    let yaml = r#"apiVersion: maistra.io/v1alpha1
+kind: ServiceMeshExtension
+metadata: {name: header-append, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {app: httpbin}}
+  config: '{"x-test": "1"}'
+  image: quay.io/maistra-dev/header-append-filter:latest
+  phase: PreAuthN
+  priority: 100
+"#;
+    let (s, r) = apply(&mut ConfigStore::new(), &[("sme.yaml", yaml)]);
+    assert!(r.is_ok(), "{:?}", lines(&r.errors));
+    let p = &s.wasm_plugins[&NamespacedName::new("istio-system", "header-append")];
+    assert_eq!(p.spec.phase, PluginPhase::Authn);
+    assert_eq!(p.spec.plugin_config_json(), r#"{"x-test":"1"}"#);
+    assert_eq!(
+        p.spec.url_with_scheme(),
+        "oci://quay.io/maistra-dev/header-append-filter:latest"
+    );
+}
