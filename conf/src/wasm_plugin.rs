@@ -636,14 +636,9 @@ impl WasmPluginSpec {
     /// "" when `pluginConfig` is absent or an empty object.
     pub fn plugin_config_json(&self) -> String {
         match &self.plugin_config {
-            Some(serde_json::Value::Object(m)) if !m.is_empty() => {
+            Some(config @ serde_json::Value::Object(m)) if !m.is_empty() => {
                 let mut out = String::new();
-                write_canonical_json(
-                    &mut out,
-                    self.plugin_config
-                        .as_ref()
-                        .unwrap_or(&serde_json::Value::Null),
-                );
+                write_canonical_json(&mut out, config);
                 out
             }
             _ => String::new(),
