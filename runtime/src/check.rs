@@ -65,7 +65,11 @@ pub fn check_module(bytes: &[u8], opts: &CheckOptions) -> Result<CheckReport, Ru
         &runtime,
         &module,
         PluginOptions {
-            name: if opts.name.is_empty() { "check".into() } else { opts.name.clone() },
+            name: if opts.name.is_empty() {
+                "check".into()
+            } else {
+                opts.name.clone()
+            },
             root_id: opts.root_id.clone(),
             configuration: opts.configuration.clone(),
             vm_configuration: opts.vm_configuration.clone(),
@@ -108,6 +112,9 @@ impl fmt::Display for CheckReport {
                 writeln!(f, "  [{level:?}] {msg}")?;
             }
         }
-        write!(f, "result:      OK, the plugin starts and accepts its configuration")
+        write!(
+            f,
+            "result:      OK, the plugin starts and accepts its configuration"
+        )
     }
 }

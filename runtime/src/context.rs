@@ -39,14 +39,18 @@ pub(crate) fn create_root(vm: &mut Vm, plugin: &Arc<PluginMeta>) -> Result<u32, 
     let budget = vm.store.data().rt.limits.start_timeout;
     let start = |vm: &mut Vm| -> Result<bool, RuntimeError> {
         if let Some(f) = vm.cb.context_create.clone() {
-            vm.call("proxy_on_context_create", id, budget, |s| f.call(s, (id as i32, 0)))?;
+            vm.call("proxy_on_context_create", id, budget, |s| {
+                f.call(s, (id as i32, 0))
+            })?;
         }
         let Some(f) = vm.cb.vm_start.clone() else {
             return Ok(true);
         };
         let size = vm.store.data().vm_configuration.len() as i32;
         vm.store.data_mut().in_vm_start = true;
-        let ok = vm.call("proxy_on_vm_start", id, budget, |s| f.call(s, (id as i32, size)));
+        let ok = vm.call("proxy_on_vm_start", id, budget, |s| {
+            f.call(s, (id as i32, size))
+        });
         vm.store.data_mut().in_vm_start = false;
         Ok(ok? != 0)
     };
@@ -66,7 +70,9 @@ pub(crate) fn create_root(vm: &mut Vm, plugin: &Arc<PluginMeta>) -> Result<u32, 
         };
         let size = plugin.configuration.len() as i32;
         let ok = vm
-            .call("proxy_on_configure", id, budget, |s| f.call(s, (id as i32, size)))
+            .call("proxy_on_configure", id, budget, |s| {
+                f.call(s, (id as i32, size))
+            })
             .map_err(|e| RuntimeError::Configure {
                 plugin: plugin.name.clone(),
                 reason: e.to_string(),
@@ -160,7 +166,9 @@ pub(crate) fn create_stream(
 fn stream_mut(vm: &mut Vm, ctx: u32) -> Result<&mut StreamCtx, RuntimeError> {
     match vm.store.data_mut().contexts.get_mut(&ctx) {
         Some(Context::Stream(s)) => Ok(s),
-        _ => Err(RuntimeError::Failed("stream context no longer exists".into())),
+        _ => Err(RuntimeError::Failed(
+            "stream context no longer exists".into(),
+        )),
     }
 }
 
@@ -282,7 +290,10 @@ pub(crate) fn on_trailers(
     let budget = vm.store.data().rt.limits.callback_timeout;
     let (name, f) = match dir {
         Direction::Request => ("proxy_on_request_trailers", vm.cb.request_trailers.clone()),
-        Direction::Response => ("proxy_on_response_trailers", vm.cb.response_trailers.clone()),
+        Direction::Response => (
+            "proxy_on_response_trailers",
+            vm.cb.response_trailers.clone(),
+        ),
     };
     let result = match f {
         Some(f) => vm.call(name, ctx, budget, |st| f.call(st, (ctx as i32, n))),
@@ -436,10 +447,11 @@ pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
             result
         }
         Task::QueueReady { root, queue, .. } => match vm.cb.queue_ready.clone() {
-            Some(f) if vm.store.data().contexts.contains_key(&root) => vm
-                .call("proxy_on_queue_ready", root, budget, |s| {
+            Some(f) if vm.store.data().contexts.contains_key(&root) => {
+                vm.call("proxy_on_queue_ready", root, budget, |s| {
                     f.call(s, (root as i32, queue as i32))
-                }),
+                })
+            }
             _ => Ok(()),
         },
         Task::Tick { root, .. } => match vm.cb.tick.clone() {
@@ -448,7 +460,10 @@ pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
             }
             _ => {
                 let state = vm.store.data();
-                state.rt.timers.set(state.slot.clone(), state.generation, root, None);
+                state
+                    .rt
+                    .timers
+                    .set(state.slot.clone(), state.generation, root, None);
                 Ok(())
             }
         },
@@ -468,7 +483,11 @@ fn deliver_response(
     let (t, c) = (token as i32, ctx as i32);
     if !grpc {
         let r = response.unwrap_or_default();
-        let sizes = (r.headers.len() as i32, r.body.len() as i32, r.trailers.len() as i32);
+        let sizes = (
+            r.headers.len() as i32,
+            r.body.len() as i32,
+            r.trailers.len() as i32,
+        );
         vm.store.data_mut().call_response = Some(r);
         let Some(f) = vm.cb.http_call_response.clone() else {
             return Ok(());
@@ -484,28 +503,43 @@ fn deliver_response(
         grpc_message: "upstream unavailable".into(),
         ..Default::default()
     });
-    let (headers, body, trailers) = (r.headers.len() as i32, r.body.len() as i32, r.trailers.len() as i32);
+    let (headers, body, trailers) = (
+        r.headers.len() as i32,
+        r.body.len() as i32,
+        r.trailers.len() as i32,
+    );
     let (status, message) = (r.grpc_status, r.grpc_message.clone());
     vm.store.data_mut().call_response = Some(r);
     if status != 0 {
         vm.store.data_mut().last_status = (status, message.into_bytes());
         if let Some(f) = vm.cb.grpc_close.clone() {
-            vm.call("proxy_on_grpc_close", ctx, budget, |s| f.call(s, (c, t, status as i32)))?;
+            vm.call("proxy_on_grpc_close", ctx, budget, |s| {
+                f.call(s, (c, t, status as i32))
+            })?;
         }
         return Ok(());
     }
-    if headers > 0 && let Some(f) = vm.cb.grpc_initial_metadata.clone() {
+    if headers > 0
+        && let Some(f) = vm.cb.grpc_initial_metadata.clone()
+    {
         vm.call("proxy_on_grpc_receive_initial_metadata", ctx, budget, |s| {
             f.call(s, (c, t, headers))
         })?;
     }
     if let Some(f) = vm.cb.grpc_receive.clone() {
-        vm.call("proxy_on_grpc_receive", ctx, budget, |s| f.call(s, (c, t, body)))?;
-    }
-    if trailers > 0 && let Some(f) = vm.cb.grpc_trailing_metadata.clone() {
-        vm.call("proxy_on_grpc_receive_trailing_metadata", ctx, budget, |s| {
-            f.call(s, (c, t, trailers))
+        vm.call("proxy_on_grpc_receive", ctx, budget, |s| {
+            f.call(s, (c, t, body))
         })?;
+    }
+    if trailers > 0
+        && let Some(f) = vm.cb.grpc_trailing_metadata.clone()
+    {
+        vm.call(
+            "proxy_on_grpc_receive_trailing_metadata",
+            ctx,
+            budget,
+            |s| f.call(s, (c, t, trailers)),
+        )?;
     }
     Ok(())
 }
@@ -513,7 +547,9 @@ fn deliver_response(
 /// After a task: streams with deferred actions learn them through their `resumed` future.
 fn wake_streams(vm: &mut Vm) {
     for context in vm.store.data_mut().contexts.values_mut() {
-        let Context::Stream(s) = context else { continue };
+        let Context::Stream(s) = context else {
+            continue;
+        };
         if s.pending.is_empty() {
             continue;
         }
@@ -549,31 +585,34 @@ pub(crate) fn fail_streams(vm: &mut Vm) {
 
 /// Envoy's fail policy for one stream: `FAIL_OPEN` continues without the plugin; `FAIL_CLOSE`
 /// and `FAIL_RELOAD` (for streams of the failed VM) answer 503 `wasm_fail_stream`, gRPC
-/// UNAVAILABLE.
+/// UNAVAILABLE. Counted in the plugin's stats when handed to the proxy ([`count_fail`]).
 pub(crate) fn fail_outcome(plugin: &PluginMeta) -> Outcome {
     match plugin.fail_strategy {
-        FailStrategy::FailOpen => {
-            plugin.stats.fail(FailAction::Opened);
-            Outcome {
-                action: Action::Continue,
-                local_reply: None,
-                fail: Some(FailAction::Opened),
-            }
-        }
-        FailStrategy::FailClose | FailStrategy::FailReload => {
-            plugin.stats.fail(FailAction::Closed);
-            plugin.stats.local_reply(503);
-            Outcome {
-                action: Action::Pause,
-                local_reply: Some(LocalReply {
-                    status: 503,
-                    details: "wasm_fail_stream".into(),
-                    body: Vec::new(),
-                    headers: HeaderList::new(),
-                    grpc_status: Some(14),
-                }),
-                fail: Some(FailAction::Closed),
-            }
+        FailStrategy::FailOpen => Outcome {
+            action: Action::Continue,
+            local_reply: None,
+            fail: Some(FailAction::Opened),
+        },
+        FailStrategy::FailClose | FailStrategy::FailReload => Outcome {
+            action: Action::Pause,
+            local_reply: Some(LocalReply {
+                status: 503,
+                details: "wasm_fail_stream".into(),
+                body: Vec::new(),
+                headers: HeaderList::new(),
+                grpc_status: Some(14),
+            }),
+            fail: Some(FailAction::Closed),
+        },
+    }
+}
+
+/// Stats for a fail outcome the proxy receives.
+pub(crate) fn count_fail(plugin: &PluginMeta, outcome: &Outcome) {
+    if let Some(action) = outcome.fail {
+        plugin.stats.fail(action);
+        if let Some(reply) = &outcome.local_reply {
+            plugin.stats.local_reply(reply.status);
         }
     }
 }
@@ -590,9 +629,13 @@ pub(crate) fn dispatch_http_call(state: &mut VmState, call: HttpCall) -> Result<
     let token = next_token(state);
     state.calls.insert(token, state.effective_ctx);
     let done = CallCompletion::new(state.slot.clone(), state.generation, token, false);
-    state.rt.host.dispatch_http_call(call, done).inspect_err(|_| {
-        state.calls.remove(&token);
-    })?;
+    state
+        .rt
+        .host
+        .dispatch_http_call(call, done)
+        .inspect_err(|_| {
+            state.calls.remove(&token);
+        })?;
     Ok(token)
 }
 
@@ -600,9 +643,13 @@ pub(crate) fn dispatch_grpc_call(state: &mut VmState, call: GrpcCall) -> Result<
     let token = next_token(state);
     state.calls.insert(token, state.effective_ctx);
     let done = CallCompletion::new(state.slot.clone(), state.generation, token, true);
-    state.rt.host.dispatch_grpc_call(call, done).inspect_err(|_| {
-        state.calls.remove(&token);
-    })?;
+    state
+        .rt
+        .host
+        .dispatch_grpc_call(call, done)
+        .inspect_err(|_| {
+            state.calls.remove(&token);
+        })?;
     Ok(token)
 }
 

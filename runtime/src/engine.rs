@@ -85,11 +85,16 @@ impl Runtime {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::info!(error = %e, "pooling allocator unavailable, using on-demand allocation");
-                    (Engine::new(&engine_config(None)).map_err(|e| RuntimeError::Engine(e.to_string()))?, false)
+                    (
+                        Engine::new(&engine_config(None))
+                            .map_err(|e| RuntimeError::Engine(e.to_string()))?,
+                        false,
+                    )
                 }
             },
             false => (
-                Engine::new(&engine_config(None)).map_err(|e| RuntimeError::Engine(e.to_string()))?,
+                Engine::new(&engine_config(None))
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))?,
                 false,
             ),
         };
@@ -136,7 +141,13 @@ impl Runtime {
     /// Errors: [`RuntimeError::Compile`], [`RuntimeError::Abi`], [`RuntimeError::Link`].
     pub fn load_module(&self, bytes: &[u8]) -> Result<Module, RuntimeError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(inner) = self.inner.modules.lock().get(&digest).and_then(Weak::upgrade) {
+        if let Some(inner) = self
+            .inner
+            .modules
+            .lock()
+            .get(&digest)
+            .and_then(Weak::upgrade)
+        {
             return Ok(Module { inner });
         }
         let rt = &self.inner;
@@ -164,7 +175,11 @@ impl Runtime {
     }
 
     /// [`Plugin::load`].
-    pub fn load_plugin(&self, module: &Module, options: PluginOptions) -> Result<Plugin, RuntimeError> {
+    pub fn load_plugin(
+        &self,
+        module: &Module,
+        options: PluginOptions,
+    ) -> Result<Plugin, RuntimeError> {
         Plugin::load(self, module, options)
     }
 

@@ -47,7 +47,10 @@ pub enum RuntimeError {
     Configure { plugin: String, reason: String },
     /// The guest trapped in a callback.
     #[error("plugin trapped in {callback}: {reason}")]
-    Trap { callback: &'static str, reason: String },
+    Trap {
+        callback: &'static str,
+        reason: String,
+    },
     /// The guest exceeded a limit in a callback.
     #[error("plugin exceeded its {kind} limit in {callback}")]
     Limit {

@@ -82,9 +82,7 @@ pub use engine::{Runtime, RuntimeOptions};
 pub use error::{LimitKind, RuntimeError};
 pub use host::{CallCompletion, Host};
 pub use limits::{DEFAULT_RELOAD_BACKOFF, Limits};
-pub use metrics::{
-    CALLBACK_SECONDS_BOUNDS, HISTOGRAM_BOUNDS, Histogram, MetricValue, PluginStats,
-};
+pub use metrics::{CALLBACK_SECONDS_BOUNDS, HISTOGRAM_BOUNDS, Histogram, MetricValue, PluginStats};
 pub use module::{EntryPoint, ImportInfo, Module};
 pub use plugin::{Plugin, PluginOptions, Stream};
 pub use types::{

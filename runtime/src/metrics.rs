@@ -141,7 +141,8 @@ pub(crate) struct PluginStatsInner {
 impl PluginStatsInner {
     pub fn callback(&self, took: Duration) {
         self.invocations.fetch_add(1, Relaxed);
-        self.callback_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.callback_nanos
+            .fetch_add(took.as_nanos() as u64, Relaxed);
         let secs = took.as_secs_f64();
         let i = CALLBACK_SECONDS_BOUNDS.partition_point(|&b| b < secs);
         self.callback_buckets[i].fetch_add(1, Relaxed);
@@ -200,7 +201,11 @@ impl PluginStatsInner {
             reload_failures: self.reload_failures.load(Relaxed),
             reload_backoffs: self.reload_backoffs.load(Relaxed),
             callback_seconds_sum: self.callback_nanos.load(Relaxed) as f64 / 1e9,
-            callback_seconds_buckets: self.callback_buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            callback_seconds_buckets: self
+                .callback_buckets
+                .iter()
+                .map(|b| b.load(Relaxed))
+                .collect(),
             vms,
             memory_bytes,
         }

@@ -100,7 +100,10 @@ use ValType::{I32, I64};
 
 /// Signatures of the guest exports we call. An export with another signature is refused at
 /// load (cpp-host fails such a module with `MissingFunction` too).
-pub(crate) fn expected_signature(name: &str, abi: AbiVersion) -> Option<(&'static [ValType], &'static [ValType])> {
+pub(crate) fn expected_signature(
+    name: &str,
+    abi: AbiVersion,
+) -> Option<(&'static [ValType], &'static [ValType])> {
     let v1 = abi == AbiVersion::V0_1_0;
     Some(match name {
         "_initialize" | "_start" => (&[], &[]),
@@ -156,7 +159,9 @@ pub(crate) fn prepare(
             )
         })?;
     if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
-        return Err(RuntimeError::Abi("the module exports no memory named \"memory\"".into()));
+        return Err(RuntimeError::Abi(
+            "the module exports no memory named \"memory\"".into(),
+        ));
     }
     let allocator = ["malloc", "proxy_on_memory_allocate"]
         .into_iter()
@@ -208,9 +213,11 @@ pub(crate) fn prepare(
         return Err(RuntimeError::Link { missing });
     }
     // Known names with a wrong type (or a memory/table import) still fail here, at load.
-    let pre = linker.instantiate_pre(module).map_err(|e| RuntimeError::Link {
-        missing: vec![format!("{e:#}")],
-    })?;
+    let pre = linker
+        .instantiate_pre(module)
+        .map_err(|e| RuntimeError::Link {
+            missing: vec![format!("{e:#}")],
+        })?;
     Ok(ModuleInner {
         digest,
         pre,

@@ -27,13 +27,13 @@ use sha2::{Digest, Sha256};
 
 use crate::abi::LogLevel;
 use crate::context::{self, Direction};
-use crate::engine::{Runtime, RuntimeInner};
+use crate::engine::Runtime;
 use crate::error::RuntimeError;
 use crate::limits::DEFAULT_RELOAD_BACKOFF;
 use crate::metrics::{PluginStats, PluginStatsInner};
 use crate::module::Module;
 use crate::state::{PluginMeta, Signal, SlotFailure};
-use crate::types::{CallResponse, FailAction, FailStrategy, HeaderList, Outcome, StreamInfo};
+use crate::types::{CallResponse, FailStrategy, HeaderList, Outcome, StreamInfo};
 use crate::vm::{Vm, VmSpec};
 
 /// How a plugin is configured; Istio's `WasmPlugin` maps onto it field by field.
@@ -228,7 +228,9 @@ fn drain_kicks() {
 /// dropped. The next plugin that may run here (a new plugin, or a `FAIL_RELOAD` one after its
 /// backoff) gets a fresh VM.
 fn vm_failed(slot: &Arc<Slot>, state: &mut SlotState) {
-    let Some(mut vm) = state.vm.take() else { return };
+    let Some(mut vm) = state.vm.take() else {
+        return;
+    };
     let reason = vm
         .failed
         .clone()
@@ -340,7 +342,11 @@ impl Plugin {
     ///
     /// Errors: [`RuntimeError::Start`], [`RuntimeError::Configure`] (false from
     /// `proxy_on_configure`), [`RuntimeError::Instantiate`], [`RuntimeError::Limit`], `Trap`.
-    pub fn load(runtime: &Runtime, module: &Module, options: PluginOptions) -> Result<Plugin, RuntimeError> {
+    pub fn load(
+        runtime: &Runtime,
+        module: &Module,
+        options: PluginOptions,
+    ) -> Result<Plugin, RuntimeError> {
         let rt = runtime.inner();
         let mut key = Sha256::new();
         key.update(module.inner.digest);
@@ -558,13 +564,12 @@ impl Stream {
             return Outcome::cont();
         }
         self.mode = Mode::Done;
-        context::fail_outcome(&self.plugin.meta)
+        let outcome = context::fail_outcome(&self.plugin.meta);
+        context::count_fail(&self.plugin.meta, &outcome);
+        outcome
     }
 
-    fn run(
-        &mut self,
-        f: impl FnOnce(&mut Vm, u32) -> Result<Outcome, RuntimeError>,
-    ) -> Outcome {
+    fn run(&mut self, f: impl FnOnce(&mut Vm, u32) -> Result<Outcome, RuntimeError>) -> Outcome {
         match self.mode {
             Mode::Active => {}
             Mode::Failed => return self.fail(),
@@ -615,8 +620,14 @@ impl Stream {
     }
 
     /// `proxy_on_response_headers` (`:status` included in `headers`).
-    pub fn on_response_headers(&mut self, headers: &mut HeaderList, end_of_stream: bool) -> Outcome {
-        self.run(|vm, ctx| context::on_headers(vm, ctx, Direction::Response, headers, end_of_stream))
+    pub fn on_response_headers(
+        &mut self,
+        headers: &mut HeaderList,
+        end_of_stream: bool,
+    ) -> Outcome {
+        self.run(|vm, ctx| {
+            context::on_headers(vm, ctx, Direction::Response, headers, end_of_stream)
+        })
     }
 
     /// `proxy_on_response_body`; as [`Stream::on_request_body`] (500 beyond the buffer limit).
@@ -661,9 +672,10 @@ impl Stream {
         }
         let signal = self.signal.clone();
         let outcome = std::future::poll_fn(|cx| signal.poll(cx.waker())).await;
-        if let Some(fail) = outcome.fail {
+        if outcome.fail.is_some() {
+            // The VM failed while the stream waited: the fail strategy has answered it.
             self.mode = Mode::Done;
-            let _ = fail == FailAction::Closed;
+            context::count_fail(&self.plugin.meta, &outcome);
         }
         outcome
     }
@@ -737,6 +749,3 @@ fn _assert_send_sync() {
     assert::<Module>();
     assert::<crate::host::CallCompletion>();
 }
-
-#[allow(dead_code)]
-pub(crate) fn _unused(_: &RuntimeInner) {}

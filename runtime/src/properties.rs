@@ -15,7 +15,8 @@ fn int(v: i64) -> Vec<u8> {
 }
 
 fn ns_since_epoch(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Header values for `request.headers`: repeated names joined with `,` as Envoy does.
@@ -44,7 +45,10 @@ fn header_value(headers: &HeaderList, name: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn headers_bytes(headers: &HeaderList) -> i64 {
-    headers.iter().map(|(k, v)| (k.len() + v.len()) as i64).sum()
+    headers
+        .iter()
+        .map(|(k, v)| (k.len() + v.len()) as i64)
+        .sum()
 }
 
 fn addr(a: Option<SocketAddr>, what: &[u8]) -> Option<Vec<u8>> {
@@ -80,7 +84,9 @@ fn request(s: &StreamCtx, rest: &[&[u8]]) -> Option<Vec<u8>> {
         [b"protocol"] => s.info.protocol.clone().into_bytes(),
         [b"time"] => int(ns_since_epoch(s.info.start_time)),
         [b"duration"] => {
-            let d = SystemTime::now().duration_since(s.info.start_time).unwrap_or_default();
+            let d = SystemTime::now()
+                .duration_since(s.info.start_time)
+                .unwrap_or_default();
             int(d.as_nanos() as i64)
         }
         [b"headers"] => header_map(h?),
@@ -101,7 +107,9 @@ fn response(s: &StreamCtx, rest: &[&[u8]]) -> Option<Vec<u8>> {
             int(std::str::from_utf8(status).ok()?.parse().ok()?)
         }
         [b"grpc_status"] => {
-            let v = t.and_then(|t| t.get(b"grpc-status")).or_else(|| h?.get(b"grpc-status"))?;
+            let v = t
+                .and_then(|t| t.get(b"grpc-status"))
+                .or_else(|| h?.get(b"grpc-status"))?;
             int(std::str::from_utf8(v).ok()?.parse().ok()?)
         }
         [b"headers"] => header_map(h?),
@@ -171,9 +179,7 @@ pub(crate) fn get(state: &VmState, path: &[u8]) -> Option<Vec<u8>> {
         [b"request", rest @ ..] => stream.and_then(|s| request(s, rest)),
         [b"response", rest @ ..] => stream.and_then(|s| response(s, rest)),
         [b"source", rest @ ..] => stream.and_then(|s| addr(s.info.source, rest.first()?)),
-        [b"destination", rest @ ..] => {
-            stream.and_then(|s| addr(s.info.destination, rest.first()?))
-        }
+        [b"destination", rest @ ..] => stream.and_then(|s| addr(s.info.destination, rest.first()?)),
         [b"upstream", rest @ ..] => stream.and_then(|s| addr(s.info.upstream, rest.first()?)),
         [b"connection", rest @ ..] => stream.and_then(|s| connection(s, rest)),
         [b"xds", rest @ ..] => xds(stream, rest),

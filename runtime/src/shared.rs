@@ -23,10 +23,13 @@ struct Queue {
     receiver: Receiver,
 }
 
+/// (vm_id, key) → (value, cas).
+type DataMap = HashMap<(String, Vec<u8>), (Vec<u8>, u32)>;
+
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// (vm_id, key) → (value, cas). CAS values come from one counter, never 0.
-    data: RwLock<HashMap<(String, Vec<u8>), (Vec<u8>, u32)>>,
+    /// CAS values come from one counter, never 0.
+    data: RwLock<DataMap>,
     next_cas: Mutex<u32>,
     queue_ids: Mutex<HashMap<(String, Vec<u8>), u32>>,
     queues: Mutex<HashMap<u32, Queue>>,

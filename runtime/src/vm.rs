@@ -128,12 +128,28 @@ impl Vm {
             vm_start: get!("proxy_on_vm_start"),
             configure: get!("proxy_on_configure"),
             tick: get!("proxy_on_tick"),
-            request_headers: if v1 { None } else { get!("proxy_on_request_headers") },
-            request_headers_v1: if v1 { get!("proxy_on_request_headers") } else { None },
+            request_headers: if v1 {
+                None
+            } else {
+                get!("proxy_on_request_headers")
+            },
+            request_headers_v1: if v1 {
+                get!("proxy_on_request_headers")
+            } else {
+                None
+            },
             request_body: get!("proxy_on_request_body"),
             request_trailers: get!("proxy_on_request_trailers"),
-            response_headers: if v1 { None } else { get!("proxy_on_response_headers") },
-            response_headers_v1: if v1 { get!("proxy_on_response_headers") } else { None },
+            response_headers: if v1 {
+                None
+            } else {
+                get!("proxy_on_response_headers")
+            },
+            response_headers_v1: if v1 {
+                get!("proxy_on_response_headers")
+            } else {
+                None
+            },
             response_body: get!("proxy_on_response_body"),
             response_trailers: get!("proxy_on_response_trailers"),
             http_call_response: get!("proxy_on_http_call_response"),
@@ -227,9 +243,13 @@ impl Vm {
         result.map_err(|e| {
             let err = self.classify(callback, e);
             if let Some(stats) = &stats {
-                stats.traps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .traps
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if matches!(err, RuntimeError::Limit { .. }) {
-                    stats.limit_exceeded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    stats
+                        .limit_exceeded
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             self.failed = Some(err.clone());

@@ -35,7 +35,9 @@ fn code(r: Result<(), Status>) -> i32 {
 /// its start function; we do the same.
 fn guard(caller: &C<'_>, name: &str) -> wasmtime::Result<()> {
     if caller.data().restricted {
-        wasmtime::bail!("restricted_callback: {name} may not be called from the guest allocator or start function");
+        wasmtime::bail!(
+            "restricted_callback: {name} may not be called from the guest allocator or start function"
+        );
     }
     Ok(())
 }
@@ -66,32 +68,50 @@ pub(crate) fn add_to_linker(linker: &mut Linker<VmState>) -> wasmtime::Result<()
 
 fn add_general(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
     // proxy_log is the one call allowed everywhere, including in the allocator.
-    l.func_wrap("env", "proxy_log", |c: C<'_>, level: i32, ptr: i32, len: i32| -> R {
-        let level = tri!(LogLevel::from_raw(level).ok_or(Status::BadArgument));
-        let msg = tri!(read(&c, ptr, len));
-        c.data().log(level, &String::from_utf8_lossy(&msg));
-        Ok(0)
-    })?;
-    l.func_wrap("env", "proxy_get_log_level", |mut c: C<'_>, ret: i32| -> R {
-        let level = c.data().log_level() as u32;
-        Ok(code(write_u32(&mut c, ret, level)))
-    })?;
-    l.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut c: C<'_>, ret: i32| -> R {
-        let now = c.data().rt.host.now();
-        let ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Ok(code(write_u64(&mut c, ret, ns)))
-    })?;
-    l.func_wrap("env", "proxy_set_tick_period_milliseconds", |c: C<'_>, ms: i32| -> R {
-        guard(&c, "proxy_set_tick_period_milliseconds")?;
-        let state = c.data();
-        let root = tri!(state.root_id().ok_or(Status::BadArgument));
-        let period = (ms > 0).then(|| Duration::from_millis(ms as u32 as u64));
-        state
-            .rt
-            .timers
-            .set(state.slot.clone(), state.generation, root, period);
-        Ok(0)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_log",
+        |c: C<'_>, level: i32, ptr: i32, len: i32| -> R {
+            let level = tri!(LogLevel::from_raw(level).ok_or(Status::BadArgument));
+            let msg = tri!(read(&c, ptr, len));
+            c.data().log(level, &String::from_utf8_lossy(&msg));
+            Ok(0)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |mut c: C<'_>, ret: i32| -> R {
+            let level = c.data().log_level() as u32;
+            Ok(code(write_u32(&mut c, ret, level)))
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        |mut c: C<'_>, ret: i32| -> R {
+            let now = c.data().rt.host.now();
+            let ns = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            Ok(code(write_u64(&mut c, ret, ns)))
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        |c: C<'_>, ms: i32| -> R {
+            guard(&c, "proxy_set_tick_period_milliseconds")?;
+            let state = c.data();
+            let root = tri!(state.root_id().ok_or(Status::BadArgument));
+            let period = (ms > 0).then(|| Duration::from_millis(ms as u32 as u64));
+            state
+                .rt
+                .timers
+                .set(state.slot.clone(), state.generation, root, period);
+            Ok(0)
+        },
+    )?;
     l.func_wrap(
         "env",
         "proxy_get_property",
@@ -113,15 +133,19 @@ fn add_general(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(0)
         },
     )?;
-    l.func_wrap("env", "proxy_set_effective_context", |mut c: C<'_>, ctx: i32| -> R {
-        guard(&c, "proxy_set_effective_context")?;
-        let ctx = ctx as u32;
-        if !c.data().contexts.contains_key(&ctx) {
-            return Ok(Status::BadArgument.code());
-        }
-        c.data_mut().effective_ctx = ctx;
-        Ok(0)
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: C<'_>, ctx: i32| -> R {
+            guard(&c, "proxy_set_effective_context")?;
+            let ctx = ctx as u32;
+            if !c.data().contexts.contains_key(&ctx) {
+                return Ok(Status::BadArgument.code());
+            }
+            c.data_mut().effective_ctx = ctx;
+            Ok(0)
+        },
+    )?;
     l.func_wrap("env", "proxy_done", |c: C<'_>| -> R {
         guard(&c, "proxy_done")?;
         // We always run proxy_on_log/proxy_on_delete after proxy_on_done, whatever it returned,
@@ -139,17 +163,21 @@ fn add_general(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         },
     )?;
     // ABI 0.1.0: the configuration of the current phase (VM configuration in on_vm_start).
-    l.func_wrap("env", "proxy_get_configuration", |mut c: C<'_>, ret_ptr: i32, ret_len: i32| -> R {
-        guard(&c, "proxy_get_configuration")?;
-        let state = c.data();
-        let which = if state.in_vm_start {
-            BufferType::VmConfiguration
-        } else {
-            BufferType::PluginConfiguration
-        };
-        let config = tri!(state.buffer(which)).to_vec();
-        Ok(code(copy_out(&mut c, &config, ret_ptr, ret_len)?))
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_get_configuration",
+        |mut c: C<'_>, ret_ptr: i32, ret_len: i32| -> R {
+            guard(&c, "proxy_get_configuration")?;
+            let state = c.data();
+            let which = if state.in_vm_start {
+                BufferType::VmConfiguration
+            } else {
+                BufferType::PluginConfiguration
+            };
+            let config = tri!(state.buffer(which)).to_vec();
+            Ok(code(copy_out(&mut c, &config, ret_ptr, ret_len)?))
+        },
+    )?;
     Ok(())
 }
 
@@ -175,12 +203,16 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(0)
         },
     )?;
-    l.func_wrap("env", "proxy_get_header_map_size", |mut c: C<'_>, map: i32, ret: i32| -> R {
-        guard(&c, "proxy_get_header_map_size")?;
-        let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-        let size = pairs::encoded_size(tri!(c.data().header_map(map)).entries());
-        Ok(code(write_u32(&mut c, ret, size as u32)))
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut c: C<'_>, map: i32, ret: i32| -> R {
+            guard(&c, "proxy_get_header_map_size")?;
+            let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
+            let size = pairs::encoded_size(tri!(c.data().header_map(map)).entries());
+            Ok(code(write_u32(&mut c, ret, size as u32)))
+        },
+    )?;
     l.func_wrap(
         "env",
         "proxy_get_header_map_value",
@@ -315,10 +347,12 @@ fn add_stream_control(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             let details = tri!(read(&c, details_ptr, details_len));
             let body = tri!(read(&c, body_ptr, body_len));
             let headers = tri!(pairs_from(&c, headers_ptr, headers_len));
-            let status = tri!(u16::try_from(status)
-                .ok()
-                .filter(|s| (100..=999).contains(s))
-                .ok_or(Status::BadArgument));
+            let status = tri!(
+                u16::try_from(status)
+                    .ok()
+                    .filter(|s| (100..=999).contains(s))
+                    .ok_or(Status::BadArgument)
+            );
             // Envoy replaces whitespace in response code details with '_'.
             let details: String = String::from_utf8_lossy(&details)
                 .chars()
@@ -329,7 +363,9 @@ fn add_stream_control(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 details,
                 body,
                 headers,
-                grpc_status: (0..=16).contains(&grpc_status).then_some(grpc_status as u32),
+                grpc_status: (0..=16)
+                    .contains(&grpc_status)
+                    .then_some(grpc_status as u32),
             };
             let mut c = c;
             tri!(c.data_mut().stream_mut()).pending.local_reply = Some(reply);
@@ -348,10 +384,14 @@ fn add_stream_control(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         }
         Ok(())
     }
-    l.func_wrap("env", "proxy_continue_stream", |mut c: C<'_>, ty: i32| -> R {
-        guard(&c, "proxy_continue_stream")?;
-        Ok(code(pend(&mut c, StreamType::from_raw(ty), false)))
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: C<'_>, ty: i32| -> R {
+            guard(&c, "proxy_continue_stream")?;
+            Ok(code(pend(&mut c, StreamType::from_raw(ty), false)))
+        },
+    )?;
     l.func_wrap("env", "proxy_close_stream", |mut c: C<'_>, ty: i32| -> R {
         guard(&c, "proxy_close_stream")?;
         Ok(code(pend(&mut c, StreamType::from_raw(ty), true)))
@@ -450,10 +490,14 @@ fn add_calls(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(Status::Unimplemented.code())
         },
     )?;
-    l.func_wrap("env", "proxy_grpc_send", |c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> R {
-        guard(&c, "proxy_grpc_send")?;
-        Ok(Status::Unimplemented.code())
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_send",
+        |c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> R {
+            guard(&c, "proxy_grpc_send")?;
+            Ok(Status::Unimplemented.code())
+        },
+    )?;
     // Cancel and close of a unary call both drop it: its callback will not run.
     for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
         l.func_wrap("env", name, move |mut c: C<'_>, token: i32| -> R {
@@ -491,7 +535,12 @@ fn add_shared(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             if value.len() > state.rt.limits.max_shared_data_value_bytes {
                 return Ok(Status::BadArgument.code());
             }
-            Ok(code(state.rt.shared.set(&state.vm_id, key, value, cas as u32)))
+            Ok(code(state.rt.shared.set(
+                &state.vm_id,
+                key,
+                value,
+                cas as u32,
+            )))
         },
     )?;
     l.func_wrap(
@@ -532,7 +581,11 @@ fn add_shared(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             guard(&c, "proxy_enqueue_shared_queue")?;
             let value = tri!(read(&c, val_ptr, val_len));
             let rt = &c.data().rt;
-            Ok(code(rt.shared.enqueue(id as u32, value, rt.limits.max_queue_items)))
+            Ok(code(rt.shared.enqueue(
+                id as u32,
+                value,
+                rt.limits.max_queue_items,
+            )))
         },
     )?;
     l.func_wrap(
@@ -557,7 +610,11 @@ fn add_metrics(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             let name = tri!(read_string(&c, name_ptr, name_len));
             let metric = tri!(c.data().rt.metrics.define(kind, &name));
             let state = c.data_mut();
-            let id = match state.metrics.iter().position(|m| std::sync::Arc::ptr_eq(m, &metric)) {
+            let id = match state
+                .metrics
+                .iter()
+                .position(|m| std::sync::Arc::ptr_eq(m, &metric))
+            {
                 Some(i) => i,
                 None => {
                     state.metrics.push(metric);
@@ -574,20 +631,32 @@ fn add_metrics(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             .cloned()
             .ok_or(Status::NotFound)
     }
-    l.func_wrap("env", "proxy_increment_metric", |c: C<'_>, id: i32, delta: i64| -> R {
-        guard(&c, "proxy_increment_metric")?;
-        Ok(code(tri!(metric(&c, id)).increment(delta)))
-    })?;
-    l.func_wrap("env", "proxy_record_metric", |c: C<'_>, id: i32, value: i64| -> R {
-        guard(&c, "proxy_record_metric")?;
-        tri!(metric(&c, id)).record(value as u64);
-        Ok(0)
-    })?;
-    l.func_wrap("env", "proxy_get_metric", |mut c: C<'_>, id: i32, ret: i32| -> R {
-        guard(&c, "proxy_get_metric")?;
-        let value = tri!(tri!(metric(&c, id)).get());
-        Ok(code(write_u64(&mut c, ret, value)))
-    })?;
+    l.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |c: C<'_>, id: i32, delta: i64| -> R {
+            guard(&c, "proxy_increment_metric")?;
+            Ok(code(tri!(metric(&c, id)).increment(delta)))
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |c: C<'_>, id: i32, value: i64| -> R {
+            guard(&c, "proxy_record_metric")?;
+            tri!(metric(&c, id)).record(value as u64);
+            Ok(0)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut c: C<'_>, id: i32, ret: i32| -> R {
+            guard(&c, "proxy_get_metric")?;
+            let value = tri!(tri!(metric(&c, id)).get());
+            Ok(code(write_u64(&mut c, ret, value)))
+        },
+    )?;
     Ok(())
 }
 
@@ -595,7 +664,14 @@ fn add_foreign_and_emscripten(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |mut c: C<'_>, name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, ret_ptr: i32, ret_len: i32| -> R {
+        |mut c: C<'_>,
+         name_ptr: i32,
+         name_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         ret_ptr: i32,
+         ret_len: i32|
+         -> R {
             guard(&c, "proxy_call_foreign_function")?;
             let name = tri!(read(&c, name_ptr, name_len));
             let args = tri!(read(&c, args_ptr, args_len));
@@ -604,7 +680,11 @@ fn add_foreign_and_emscripten(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(code(copy_out(&mut c, &result, ret_ptr, ret_len)?))
         },
     )?;
-    l.func_wrap("env", "emscripten_notify_memory_growth", |_: C<'_>, _: i32| {})?;
+    l.func_wrap(
+        "env",
+        "emscripten_notify_memory_growth",
+        |_: C<'_>, _: i32| {},
+    )?;
     l.func_wrap("env", "pthread_equal", |_: C<'_>, a: i32, b: i32| -> i32 {
         i32::from(a == b)
     })?;
@@ -624,8 +704,10 @@ fn add_foreign_and_emscripten(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
 fn foreign_function(name: &[u8], args: &[u8], limit: usize) -> Result<Vec<u8>, Status> {
     match name {
         b"compress" => {
-            let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-            enc.write_all(args).map_err(|_| Status::SerializationFailure)?;
+            let mut enc =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(args)
+                .map_err(|_| Status::SerializationFailure)?;
             enc.finish().map_err(|_| Status::SerializationFailure)
         }
         b"uncompress" => {

@@ -71,7 +71,8 @@ pub(crate) fn copy_out(
             return Ok(Err(status));
         }
     }
-    Ok(write_u32(caller, ptr_ptr, addr).and_then(|()| write_u32(caller, size_ptr, data.len() as u32)))
+    Ok(write_u32(caller, ptr_ptr, addr)
+        .and_then(|()| write_u32(caller, size_ptr, data.len() as u32)))
 }
 
 /// Calls the guest's `malloc`/`proxy_on_memory_allocate` with host calls restricted, as
@@ -93,7 +94,11 @@ pub(crate) fn alloc(
     let addr = result? as u32;
     // A guest allocator that returns 0 or memory it does not have is a guest bug: the call fails.
     let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess);
-    let fits = memory.map(|m| (addr as usize).checked_add(size).is_some_and(|end| end <= m.data_size(&*caller)));
+    let fits = memory.map(|m| {
+        (addr as usize)
+            .checked_add(size)
+            .is_some_and(|end| end <= m.data_size(&*caller))
+    });
     Ok(match (addr, fits) {
         (0, _) | (_, Ok(false)) => Err(Status::InvalidMemoryAccess),
         (_, Err(status)) => Err(status),

@@ -101,15 +101,23 @@ fn put_strings(c: &mut C<'_>, items: &[String], ptrs: i32, buf: i32) -> i32 {
 }
 
 fn environ(c: &C<'_>) -> Vec<String> {
-    c.data().env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    c.data()
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
     for (flavour, m) in MODULES.into_iter().enumerate() {
         let unstable = flavour == 1;
-        l.func_wrap(m, "fd_write", |mut c: C<'_>, fd: i32, iovs: i32, n: i32, ret: i32| {
-            write_stdio(&mut c, fd, iovs, n, ret)
-        })?;
+        l.func_wrap(
+            m,
+            "fd_write",
+            |mut c: C<'_>, fd: i32, iovs: i32, n: i32, ret: i32| {
+                write_stdio(&mut c, fd, iovs, n, ret)
+            },
+        )?;
         l.func_wrap(
             m,
             "fd_pwrite",
@@ -117,8 +125,14 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 write_stdio(&mut c, fd, iovs, n, ret)
             },
         )?;
-        l.func_wrap(m, "fd_read", |_: C<'_>, _: i32, _: i32, _: i32, _: i32| ENOSYS)?;
-        l.func_wrap(m, "fd_pread", |_: C<'_>, _: i32, _: i32, _: i32, _: i64, _: i32| ENOSYS)?;
+        l.func_wrap(m, "fd_read", |_: C<'_>, _: i32, _: i32, _: i32, _: i32| {
+            ENOSYS
+        })?;
+        l.func_wrap(
+            m,
+            "fd_pread",
+            |_: C<'_>, _: i32, _: i32, _: i32, _: i64, _: i32| ENOSYS,
+        )?;
         l.func_wrap(m, "fd_seek", |_: C<'_>, fd: i32, _: i64, _: i32, _: i32| {
             if (0..=2).contains(&fd) { ESPIPE } else { EBADF }
         })?;
@@ -139,31 +153,66 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             errno(write(&mut c, ret, &stat))
         })?;
         l.func_wrap(m, "fd_prestat_get", |_: C<'_>, _: i32, _: i32| EBADF)?;
-        l.func_wrap(m, "fd_prestat_dir_name", |_: C<'_>, _: i32, _: i32, _: i32| ENOSYS)?;
+        l.func_wrap(
+            m,
+            "fd_prestat_dir_name",
+            |_: C<'_>, _: i32, _: i32, _: i32| ENOSYS,
+        )?;
         l.func_wrap(m, "fd_filestat_get", |_: C<'_>, _: i32, _: i32| EBADF)?;
-        l.func_wrap(m, "fd_readdir", |_: C<'_>, _: i32, _: i32, _: i32, _: i64, _: i32| EBADF)?;
-        l.func_wrap(m, "path_open", |_: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32, _: i32| ENOENT)?;
-        l.func_wrap(m, "environ_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
-            let env = environ(&c);
-            let bytes: usize = env.iter().map(|e| e.len() + 1).sum();
-            errno(write_u32(&mut c, count, env.len() as u32).and_then(|()| write_u32(&mut c, size, bytes as u32)))
-        })?;
+        l.func_wrap(
+            m,
+            "fd_readdir",
+            |_: C<'_>, _: i32, _: i32, _: i32, _: i64, _: i32| EBADF,
+        )?;
+        l.func_wrap(
+            m,
+            "path_open",
+            |_: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32, _: i32| {
+                ENOENT
+            },
+        )?;
+        l.func_wrap(
+            m,
+            "environ_sizes_get",
+            |mut c: C<'_>, count: i32, size: i32| {
+                let env = environ(&c);
+                let bytes: usize = env.iter().map(|e| e.len() + 1).sum();
+                errno(
+                    write_u32(&mut c, count, env.len() as u32)
+                        .and_then(|()| write_u32(&mut c, size, bytes as u32)),
+                )
+            },
+        )?;
         l.func_wrap(m, "environ_get", |mut c: C<'_>, ptrs: i32, buf: i32| {
             let env = environ(&c);
             put_strings(&mut c, &env, ptrs, buf)
         })?;
-        l.func_wrap(m, "args_sizes_get", |mut c: C<'_>, count: i32, size: i32| {
-            errno(write_u32(&mut c, count, 0).and_then(|()| write_u32(&mut c, size, 0)))
-        })?;
+        l.func_wrap(
+            m,
+            "args_sizes_get",
+            |mut c: C<'_>, count: i32, size: i32| {
+                errno(write_u32(&mut c, count, 0).and_then(|()| write_u32(&mut c, size, 0)))
+            },
+        )?;
         l.func_wrap(m, "args_get", |_: C<'_>, _: i32, _: i32| SUCCESS)?;
-        l.func_wrap(m, "clock_time_get", |mut c: C<'_>, id: i32, _precision: i64, ret: i32| {
-            let ns = match id {
-                0 => c.data().rt.host.now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
-                1 => monotonic_origin().elapsed().as_nanos() as u64,
-                _ => return ENOTSUP,
-            };
-            errno(write_u64(&mut c, ret, ns))
-        })?;
+        l.func_wrap(
+            m,
+            "clock_time_get",
+            |mut c: C<'_>, id: i32, _precision: i64, ret: i32| {
+                let ns = match id {
+                    0 => c
+                        .data()
+                        .rt
+                        .host
+                        .now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64),
+                    1 => monotonic_origin().elapsed().as_nanos() as u64,
+                    _ => return ENOTSUP,
+                };
+                errno(write_u64(&mut c, ret, ns))
+            },
+        )?;
         l.func_wrap(m, "clock_res_get", |mut c: C<'_>, id: i32, ret: i32| {
             if !(0..=1).contains(&id) {
                 return ENOTSUP;
@@ -180,12 +229,20 @@ pub(crate) fn add_to_linker(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             errno(write(&mut c, buf, &bytes))
         })?;
         l.func_wrap(m, "sched_yield", |_: C<'_>| SUCCESS)?;
-        l.func_wrap(m, "poll_oneoff", move |mut c: C<'_>, subs: i32, events: i32, n: i32, ret: i32| {
-            poll_oneoff(&mut c, unstable, subs, events, n, ret)
-        })?;
-        l.func_wrap(m, "proc_exit", |_: C<'_>, code: i32| -> wasmtime::Result<()> {
-            Err(wasmtime::Error::new(ProcExit(code)))
-        })?;
+        l.func_wrap(
+            m,
+            "poll_oneoff",
+            move |mut c: C<'_>, subs: i32, events: i32, n: i32, ret: i32| {
+                poll_oneoff(&mut c, unstable, subs, events, n, ret)
+            },
+        )?;
+        l.func_wrap(
+            m,
+            "proc_exit",
+            |_: C<'_>, code: i32| -> wasmtime::Result<()> {
+                Err(wasmtime::Error::new(ProcExit(code)))
+            },
+        )?;
         l.func_wrap(m, "proc_raise", |_: C<'_>, _: i32| ENOSYS)?;
         add_stubs(l, m)?;
     }
@@ -228,7 +285,11 @@ fn add_stubs(l: &mut Linker<VmState>, m: &str) -> wasmtime::Result<()> {
         ("fd_renumber", &[I32, I32], ENOTSUP),
         ("path_create_directory", &[I32, I32, I32], ENOTSUP),
         ("path_filestat_get", &[I32, I32, I32, I32, I32], ENOTSUP),
-        ("path_filestat_set_times", &[I32, I32, I32, I32, I64, I64, I32], ENOTSUP),
+        (
+            "path_filestat_set_times",
+            &[I32, I32, I32, I32, I64, I64, I32],
+            ENOTSUP,
+        ),
         ("path_link", &[I32, I32, I32, I32, I32, I32, I32], ENOTSUP),
         ("path_readlink", &[I32, I32, I32, I32, I32, I32], ENOTSUP),
         ("path_remove_directory", &[I32, I32, I32], ENOTSUP),
@@ -252,13 +313,50 @@ fn add_stubs(l: &mut Linker<VmState>, m: &str) -> wasmtime::Result<()> {
 
 /// Every WASI function provided, for `check` reports and docs.
 pub(crate) const FUNCTIONS: &[&str] = &[
-    "args_get", "args_sizes_get", "clock_res_get", "clock_time_get", "environ_get",
-    "environ_sizes_get", "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get",
-    "fd_fdstat_set_flags", "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size",
-    "fd_filestat_set_times", "fd_pread", "fd_prestat_dir_name", "fd_prestat_get", "fd_pwrite",
-    "fd_read", "fd_readdir", "fd_renumber", "fd_seek", "fd_sync", "fd_tell", "fd_write",
-    "path_create_directory", "path_filestat_get", "path_filestat_set_times", "path_link",
-    "path_open", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
-    "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "random_get", "sched_yield",
-    "sock_accept", "sock_recv", "sock_send", "sock_shutdown",
+    "args_get",
+    "args_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "environ_get",
+    "environ_sizes_get",
+    "fd_advise",
+    "fd_allocate",
+    "fd_close",
+    "fd_datasync",
+    "fd_fdstat_get",
+    "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights",
+    "fd_filestat_get",
+    "fd_filestat_set_size",
+    "fd_filestat_set_times",
+    "fd_pread",
+    "fd_prestat_dir_name",
+    "fd_prestat_get",
+    "fd_pwrite",
+    "fd_read",
+    "fd_readdir",
+    "fd_renumber",
+    "fd_seek",
+    "fd_sync",
+    "fd_tell",
+    "fd_write",
+    "path_create_directory",
+    "path_filestat_get",
+    "path_filestat_set_times",
+    "path_link",
+    "path_open",
+    "path_readlink",
+    "path_remove_directory",
+    "path_rename",
+    "path_symlink",
+    "path_unlink_file",
+    "poll_oneoff",
+    "proc_exit",
+    "proc_raise",
+    "random_get",
+    "sched_yield",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_shutdown",
 ];

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -105,11 +106,61 @@ pub fn guest(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The guest library (`lib.wat`) spliced into a test module, so each guest is small. A guest
-/// writes `;;LIB` where the shared functions go.
-pub fn with_lib(src: &str) -> Vec<u8> {
+/// A guest from `tests/guests/NAME.wat`, expanded: `;;LIB` (after the imports) becomes the
+/// shared `lib.wat` plus data segments, and each `(str "text")` becomes `(i32.const ADDR)
+/// (i32.const LEN)` of that text placed in memory from address 1024. Guests stay small and
+/// readable without hand-counted string offsets.
+pub fn wat(name: &str) -> Vec<u8> {
+    expand(&String::from_utf8(guest(name)).unwrap()).into_bytes()
+}
+
+pub fn expand(src: &str) -> String {
     let lib = String::from_utf8(guest("lib")).unwrap();
-    src.replace(";;LIB", &lib).into_bytes()
+    let src = src.replace(";;LIB", &format!("{lib}\n;;DATA"));
+    let mut out = String::new();
+    let mut data = String::new();
+    let mut addr = 1024usize;
+    let mut rest = src.as_str();
+    while let Some(at) = rest.find("(str \"") {
+        out.push_str(&rest[..at]);
+        let lit_start = at + 5;
+        let lit_end = lit_start + 1 + closing_quote(&rest[lit_start + 1..]);
+        let literal = &rest[lit_start..=lit_end];
+        let len = decoded_len(&literal[1..literal.len() - 1]);
+        out.push_str(&format!("(i32.const {addr}) (i32.const {len})"));
+        data.push_str(&format!("  (data (i32.const {addr}) {literal})\n"));
+        addr += len + 1;
+        rest = &rest[lit_end + 1..];
+        rest = rest
+            .strip_prefix(')')
+            .expect("(str \"...\") must close right after the string");
+    }
+    out.push_str(rest);
+    assert!(addr < 60000, "guest strings overflow their region");
+    out.replace(";;DATA", &data)
+}
+
+fn closing_quote(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while b[i] != b'"' {
+        i += if b[i] == b'\\' { 2 } else { 1 };
+    }
+    i
+}
+
+fn decoded_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < b.len() {
+        if b[i] == b'\\' {
+            i += if b[i + 1].is_ascii_hexdigit() { 3 } else { 2 };
+        } else {
+            i += 1;
+        }
+        n += 1;
+    }
+    n
 }
 
 pub struct Env {
@@ -150,13 +201,33 @@ impl Env {
     }
 }
 
+/// Options with a vm_id unique to this call, so tests running in parallel never share a VM
+/// (or shared data) unless they ask to.
 pub fn opts(config: &str) -> PluginOptions {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     PluginOptions {
         name: "test.plugin".into(),
         root_id: "root".into(),
+        vm_id: format!("vm-{}", NEXT.fetch_add(1, Ordering::Relaxed)),
         configuration: config.as_bytes().to_vec(),
         ..Default::default()
     }
+}
+
+/// A module of the shared runtime, compiled once per test binary.
+pub fn shared_module(name: &str) -> Module {
+    static MODULES: OnceLock<Mutex<HashMap<String, Module>>> = OnceLock::new();
+    let modules = MODULES.get_or_init(Default::default);
+    let mut modules = modules.lock();
+    modules
+        .entry(name.to_owned())
+        .or_insert_with(|| shared_env().module(&wat(name)))
+        .clone()
+}
+
+/// A plugin of `guest` in the shared runtime.
+pub fn shared_plugin(name: &str, options: PluginOptions) -> Plugin {
+    Plugin::load(&shared_env().runtime, &shared_module(name), options).expect("plugin loads")
 }
 
 pub fn request_headers() -> HeaderList {

@@ -1,0 +1,94 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmgate_runtime::*;
+
+use crate::support::*;
+
+fn count(headers: &HeaderList) -> u32 {
+    std::str::from_utf8(headers.get("x-count").unwrap())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_streams_from_many_threads_share_root_state_per_vm() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 50;
+    let e = env_with(Limits::default(), 2);
+    let plugin = Arc::new(e.plugin(&wat("counter"), ""));
+    let counts: Vec<u32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let plugin = plugin.clone();
+                s.spawn(move || {
+                    (0..PER_THREAD)
+                        .map(|_| {
+                            let mut stream = plugin.new_stream(StreamInfo::default());
+                            let mut h = request_headers();
+                            assert_eq!(
+                                stream.on_request_headers(&mut h, true).action,
+                                Action::Continue
+                            );
+                            stream.on_log();
+                            count(&h)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    // Two VMs, each counting its own requests 1, 2, 3...: every value appears at most twice,
+    // and the counts add up to the number of requests.
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for c in &counts {
+        *seen.entry(*c).or_default() += 1;
+    }
+    assert!(seen.values().all(|&n| n <= 2), "{seen:?}");
+    let per_vm_max: u32 = {
+        let mut sorted: Vec<_> = seen.keys().copied().collect();
+        sorted.sort_unstable();
+        // the highest count with two VMs, plus the highest count reached by only one
+        let twice = sorted
+            .iter()
+            .filter(|c| seen[c] == 2)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let once = sorted.iter().max().copied().unwrap();
+        twice + once
+    };
+    assert_eq!(per_vm_max as usize, THREADS * PER_THREAD);
+    assert_eq!(plugin.stats().vms, 2);
+}
+
+#[test]
+fn a_stream_can_move_between_threads() {
+    let e = env_with(Limits::default(), 2);
+    let plugin = e.plugin(&wat("lifecycle"), "");
+    let mut stream = plugin.new_stream(StreamInfo::default());
+    stream.on_request_headers(&mut request_headers(), false);
+    let stream = std::thread::spawn(move || {
+        let mut stream = stream;
+        stream.on_response_headers(&mut response_headers(), true);
+        stream.on_log();
+        stream
+    })
+    .join()
+    .unwrap();
+    drop(stream);
+    let trace = e.host.trace("cb:");
+    let ctx = trace
+        .iter()
+        .find_map(|m| m.strip_prefix("cb:request_headers="))
+        .unwrap()
+        .to_string();
+    for cb in ["response_headers", "done", "log", "delete"] {
+        assert!(trace.contains(&format!("cb:{cb}={ctx}")), "{cb}: {trace:?}");
+    }
+}

@@ -1,0 +1,27 @@
+;; An allocator that misbehaves, chosen by the number of request headers:
+;; 1 → returns an address outside memory; 2 → traps; 3 → calls a host function (restricted).
+(module
+  (import "env" "proxy_log" (func $proxy_log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get_hv (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_prop (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $mode (mut i32) (i32.const 0))
+  (func $log (param $p i32) (param $n i32) (drop (call $proxy_log (i32.const 2) (local.get $p) (local.get $n))))
+  (data (i32.const 100) ":path")
+  (data (i32.const 200) "status=0")
+  (data (i32.const 300) "plugin_name")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
+    (if (i32.eq (global.get $mode) (i32.const 2)) (then unreachable))
+    (if (i32.eq (global.get $mode) (i32.const 3))
+      (then (drop (call $get_prop (i32.const 300) (i32.const 11) (i32.const 1000) (i32.const 1004)))))
+    (if (i32.eq (global.get $mode) (i32.const 1)) (then (return (i32.const -16))))
+    (i32.const 4096))
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
+    (global.set $mode (local.get $n))
+    ;; "status=<digit>"
+    (i32.store8 (i32.const 207) (i32.add (i32.const 48)
+      (call $get_hv (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 1000) (i32.const 1004))))
+    (call $log (i32.const 200) (i32.const 8))
+    (i32.const 0))
+)
