@@ -92,3 +92,44 @@ fn a_stream_can_move_between_threads() {
         assert!(trace.contains(&format!("cb:{cb}={ctx}")), "{cb}: {trace:?}");
     }
 }
+
+/// Pingora runs filters on tokio worker threads. WASI output, clocks and polling must work there
+/// (wasmtime-wasi's synchronous WASI would call `Handle::block_on` and panic on such a thread).
+#[test]
+fn callbacks_and_wasi_run_on_a_tokio_worker_thread() {
+    let e = env();
+    let plugin = e.plugin(&wat("hostcalls"), "");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            for op in ["log", "time"] {
+                let mut stream = plugin.new_stream(StreamInfo::default());
+                let mut h = request_headers();
+                h.push("x-op", op);
+                let outcome = stream.on_request_headers(&mut h, true);
+                assert_eq!(
+                    outcome.action,
+                    Action::Continue,
+                    "{op}: {outcome:?} {:?}",
+                    plugin.failure()
+                );
+            }
+            // A paused stream resumed by a call answered from another task.
+            let mut stream = plugin.new_stream(StreamInfo::default());
+            let mut h = request_headers();
+            h.push("x-op", "http-call");
+            assert_eq!(
+                stream.on_request_headers(&mut h, true).action,
+                Action::Pause
+            );
+            stream
+        })
+        .await
+        .unwrap()
+    });
+    assert!(e.host.logged("from-stdout"));
+    assert!(e.host.logged("events=1"));
+}

@@ -290,9 +290,11 @@
     (call $st (call $env_sizes (i32.const 60064) (i32.const 60068)))
     (call $log_num (str "env-count=") (i32.load (i32.const 60064)))
     (call $st (call $env_get (i32.const 61000) (i32.const 62000)))
-    ;; the first entry, without its NUL
-    (call $log_cat (str "env0=") (i32.const 62000)
-      (i32.sub (i32.sub (i32.load (i32.const 61004)) (i32.const 62000)) (i32.const 1)))
+    ;; the first entry, without its NUL (the second pointer marks its end)
+    (if (i32.ge_u (i32.load (i32.const 60064)) (i32.const 2))
+      (then
+        (call $log_cat (str "env0=") (i32.const 62000)
+          (i32.sub (i32.sub (i32.load (i32.const 61004)) (i32.const 62000)) (i32.const 1)))))
     (call $st (call $args_sizes (i32.const 60064) (i32.const 60068)))
     (call $log_num (str "argc=") (i32.load (i32.const 60064)))
     (call $st (call $prestat (i32.const 3) (i32.const 60016)))
