@@ -69,7 +69,7 @@ impl RootContext for Root {
         };
         misbehave(&plan, "on_configure");
         if plan.needs_tick() {
-            self.set_tick_period(Duration::from_millis(plan::TICK_MS));
+            self.set_tick_period(Duration::from_millis(plan.tick_ms.max(1)));
         }
         if !plan.configure_returns {
             log::warn!("hostile: refusing the configuration as asked");

@@ -19,8 +19,8 @@ pub const CALLBACKS: &[&str] = &[
     "on_log",
 ];
 
-/// Tick period armed when a misbehaviour targets `on_tick`.
-pub const TICK_MS: u64 = 10;
+/// Default tick period armed when a misbehaviour targets `on_tick`.
+pub const DEFAULT_TICK_MS: u64 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +40,8 @@ pub struct Plan {
     pub configure_returns: bool,
     /// `on_vm_start` answers this; read from the VM configuration only.
     pub vm_start_returns: bool,
+    /// Tick period (ms) armed when a misbehaviour targets `on_tick`.
+    pub tick_ms: u64,
 }
 
 impl Default for Plan {
@@ -52,6 +54,7 @@ impl Default for Plan {
             bad_pointers: false,
             configure_returns: true,
             vm_start_returns: true,
+            tick_ms: DEFAULT_TICK_MS,
         }
     }
 }
@@ -152,6 +155,7 @@ mod tests {
         assert_eq!(p.act("on_tick"), Some(Act::Loop));
         assert_eq!(p.act("on_request_headers"), None);
         assert!(p.needs_tick());
+        assert_eq!(p.tick_ms, DEFAULT_TICK_MS);
         let p = Plan::parse(br#"{"grow_memory_mb": 64}"#).unwrap();
         assert_eq!(p.act("on_request_headers"), Some(Act::Grow(64)));
         let p = Plan::parse(br#"{"grow_memory_mb": 8, "grow_in": "on_configure"}"#).unwrap();
