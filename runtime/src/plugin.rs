@@ -130,6 +130,22 @@ thread_local! {
     static KICKS: RefCell<Vec<Arc<Slot>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Marks this thread as inside a VM for its lifetime; unwinding (a panicking host) included.
+struct InVm;
+
+impl InVm {
+    fn enter() -> Self {
+        DEPTH.set(DEPTH.get() + 1);
+        InVm
+    }
+}
+
+impl Drop for InVm {
+    fn drop(&mut self) {
+        DEPTH.set(DEPTH.get() - 1);
+    }
+}
+
 fn thread_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local!(static ID: usize = NEXT.fetch_add(1, Relaxed));
@@ -141,10 +157,9 @@ impl Slot {
     pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&Arc<Slot>, &mut SlotState) -> R) -> R {
         let result = {
             let mut state = self.state.lock();
-            DEPTH.set(DEPTH.get() + 1);
+            let _in_vm = InVm::enter();
             let result = f(self, &mut state);
             self.run_inbox(&mut state);
-            DEPTH.set(DEPTH.get() - 1);
             result
         };
         after_unlock(self);
@@ -187,9 +202,10 @@ fn kick(slot: &Arc<Slot>) {
             // The holder re-checks the inbox after it unlocks.
             return;
         };
-        DEPTH.set(DEPTH.get() + 1);
-        slot.run_inbox(&mut state);
-        DEPTH.set(DEPTH.get() - 1);
+        {
+            let _in_vm = InVm::enter();
+            slot.run_inbox(&mut state);
+        }
         drop(state);
         drain_kicks();
         if slot.inbox.lock().is_empty() {

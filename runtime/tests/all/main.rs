@@ -8,6 +8,7 @@ mod cache;
 mod check;
 mod concurrency;
 mod failures;
+mod figures;
 mod hostcalls;
 mod lifecycle;
 mod limits;
