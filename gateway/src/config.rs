@@ -108,20 +108,20 @@ pub fn compile(
     }
 }
 
+/// A port being assembled: HTTPS?, listener names, certificates by hostname.
+type PortBuild = (
+    bool,
+    Vec<String>,
+    Vec<(HostPattern, Arc<rustls::sign::CertifiedKey>)>,
+);
+
 fn compile_listeners(
     res: &Resources<'_>,
     problems: &mut Vec<RouteProblem>,
 ) -> (Vec<ListenerRef>, Vec<PortListener>) {
     let mut refs = Vec::new();
-    // port -> (tls?, names, certs); BTreeMap for a stable order in dumps and logs.
-    let mut ports: BTreeMap<
-        u16,
-        (
-            bool,
-            Vec<String>,
-            Vec<(HostPattern, Arc<rustls::sign::CertifiedKey>)>,
-        ),
-    > = BTreeMap::new();
+    // BTreeMap for a stable order in dumps and logs.
+    let mut ports: BTreeMap<u16, PortBuild> = BTreeMap::new();
     let mut gateways = res.gateways.clone();
     gateways.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))

@@ -49,7 +49,7 @@ pub struct SniResolver {
 
 impl SniResolver {
     pub fn new(mut certs: Vec<(HostPattern, Arc<CertifiedKey>)>) -> Self {
-        certs.sort_by(|a, b| b.0.rank().cmp(&a.0.rank()));
+        certs.sort_by_key(|c| std::cmp::Reverse(c.0.rank()));
         Self { certs }
     }
 }

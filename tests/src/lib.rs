@@ -5,7 +5,6 @@
 
 pub mod upstream;
 
-use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

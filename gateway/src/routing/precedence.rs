@@ -2,8 +2,8 @@
 //! 1. the most specific hostname (exact, then the longest wildcard, then none);
 //! 2. "Exact" path match over "Prefix"; among prefixes the most characters;
 //! 3. a method match; 4. the most header matches; 5. the most query-param matches;
-//! then ties: the oldest route (creationTimestamp, else first-seen order), then "namespace/name"
-//! alphabetically, then rule order, then match order within the rule.
+//! 6. ties: the oldest route (creationTimestamp, else first-seen order), then "namespace/name"
+//!    alphabetically, then rule order, then match order within the rule.
 //!
 //! `RegularExpression` paths are not ranked by the spec (implementation specific): we put them after
 //! `Exact` and before every prefix, so a catch-all `PathPrefix /` never shadows a regex.

@@ -287,13 +287,12 @@ impl ProxyHttp for Gateway {
         } else if code >= 500 {
             tracing::warn!(status = code, route, upstream = ?ctx.upstream, error = %e, "request failed");
         }
-        if code > 0 {
-            if let Err(we) = session
+        if code > 0
+            && let Err(we) = session
                 .respond_error_with_body(code, errors::body(body))
                 .await
-            {
-                tracing::debug!(error = %we, "failed to send error response");
-            }
+        {
+            tracing::debug!(error = %we, "failed to send error response");
         }
         FailToProxy {
             error_code: code,
