@@ -47,6 +47,25 @@
 //! queues, timers, metrics, fail strategies — is handled here. [`check_module`] runs the same
 //! load for `wasmgate plugin check`.
 //!
+//! # Threads and time
+//!
+//! A [`Runtime`] starts two small threads: the epoch ticker (advances wasmtime's epoch every
+//! [`Limits::epoch_tick`]; deadlines are set on every guest call) and, on first use, the timer
+//! thread that drives `proxy_on_tick`. Nothing else runs in the background and no async runtime
+//! is needed: stream callbacks are synchronous (Pingora body filters are), and
+//! [`Stream::resumed`] is a plain future any executor can poll. Call responses
+//! ([`CallCompletion`]) may be delivered from any thread.
+//!
+//! Keep one `Runtime` per process: shared data, shared queues and plugin metrics are
+//! process-wide through it, and it compiles each module once per digest.
+//!
+//! # Testing against it
+//!
+//! `runtime/tests/all/` drives hand-written `.wat` guests (`runtime/tests/guests/`) through
+//! this public API with a fake [`Host`]; `runtime/tests/sdk_plugins.rs` does the same with the
+//! real SDK plugins of `plugins/dist/`. A fake host only needs [`Host::log`]; answer calls by
+//! keeping the [`CallCompletion`] and completing it later, from any thread.
+//!
 //! # Layers (as proxy-wasm-cpp-host)
 //! - `abi/`: marshalling only — guest pointers and enums to host types, the pairs codec, WASI.
 //! - `context.rs`: root/stream lifecycle, action clamping, deferred actions, fail policy.

@@ -133,3 +133,30 @@ fn callbacks_and_wasi_run_on_a_tokio_worker_thread() {
     assert!(e.host.logged("from-stdout"));
     assert!(e.host.logged("events=1"));
 }
+
+#[test]
+fn pooling_allocator_when_available_runs_plugins_the_same() {
+    let host = Arc::new(FakeHost::default());
+    let runtime = Runtime::new(
+        host,
+        RuntimeOptions {
+            pooling: true,
+            slots: 2,
+            limits: Limits {
+                max_memory_bytes: 16 << 20,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Whether the probe succeeded depends on the machine's address space; both must work.
+    let module = runtime.load_module(&wat("counter")).unwrap();
+    let plugin = Plugin::load(&runtime, &module, opts("")).unwrap();
+    let mut h = request_headers();
+    plugin
+        .new_stream(StreamInfo::default())
+        .on_request_headers(&mut h, true);
+    assert_eq!(h.get("x-count"), Some(&b"1"[..]));
+    println!("pooling allocator in use: {}", runtime.pooling());
+}
