@@ -193,6 +193,8 @@ fn data_action(raw: i32) -> Action {
 
 /// Turns deferred actions of the stream into the callback's outcome.
 fn outcome(vm: &mut Vm, ctx: u32, action: Action) -> Outcome {
+    // Other streams the plugin continued or answered (through proxy_set_effective_context).
+    wake_streams(vm, ctx);
     let Ok(s) = stream_mut(vm, ctx) else {
         return Outcome::cont();
     };
@@ -468,7 +470,7 @@ pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
             }
         },
     };
-    wake_streams(vm);
+    wake_streams(vm, 0);
     result
 }
 
@@ -544,15 +546,18 @@ fn deliver_response(
     Ok(())
 }
 
-/// After a task: streams with deferred actions learn them through their `resumed` future.
-fn wake_streams(vm: &mut Vm) {
-    for context in vm.store.data_mut().contexts.values_mut() {
-        let Context::Stream(s) = context else {
-            continue;
-        };
-        if s.pending.is_empty() {
+/// Streams (other than `except`, whose caller collects its own) with deferred actions learn
+/// them through their `resumed` future.
+fn wake_streams(vm: &mut Vm, except: u32) {
+    let state = vm.store.data_mut();
+    let touched = std::mem::take(&mut state.touched);
+    for ctx in touched {
+        if ctx == except {
             continue;
         }
+        let Some(Context::Stream(s)) = state.contexts.get_mut(&ctx) else {
+            continue;
+        };
         let pending = std::mem::take(&mut s.pending);
         let outcome = match pending.local_reply {
             Some(reply) => {
@@ -568,7 +573,8 @@ fn wake_streams(vm: &mut Vm) {
                 local_reply: None,
                 fail: None,
             },
-            None => Outcome::cont(),
+            None if pending.continue_request || pending.continue_response => Outcome::cont(),
+            None => continue,
         };
         s.signal.fire(outcome);
     }

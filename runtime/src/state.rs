@@ -79,15 +79,6 @@ pub(crate) struct Pending {
     pub close: bool,
 }
 
-impl Pending {
-    pub fn is_empty(&self) -> bool {
-        self.local_reply.is_none()
-            && !self.continue_request
-            && !self.continue_response
-            && !self.close
-    }
-}
-
 pub(crate) struct RootCtx {
     pub plugin: Arc<PluginMeta>,
     pub props: HashMap<Vec<u8>, Vec<u8>>,
@@ -182,6 +173,8 @@ pub(crate) struct VmState {
     /// Outstanding calls: token → context that made them.
     pub calls: HashMap<u32, u32>,
     pub metrics: Vec<Arc<GuestMetric>>,
+    /// Streams whose deferred actions were set since they were last collected.
+    pub touched: Vec<u32>,
     pub slot: Weak<Slot>,
     pub generation: u64,
 }
@@ -233,6 +226,15 @@ impl VmState {
             Some(Context::Stream(s)) => Ok(s),
             _ => Err(Status::BadArgument),
         }
+    }
+
+    /// The effective stream's deferred actions, remembering that it has some.
+    pub fn pending_mut(&mut self) -> Result<&mut Pending, Status> {
+        let ctx = self.effective_ctx;
+        if !self.touched.contains(&ctx) {
+            self.touched.push(ctx);
+        }
+        Ok(&mut self.stream_mut()?.pending)
     }
 
     /// The root context of the effective context (itself for a root).

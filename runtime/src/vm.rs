@@ -93,6 +93,7 @@ impl Vm {
             next_token: 1,
             calls: Default::default(),
             metrics: Vec::new(),
+            touched: Vec::new(),
             slot,
             generation,
         };

@@ -368,13 +368,13 @@ fn add_stream_control(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                     .then_some(grpc_status as u32),
             };
             let mut c = c;
-            tri!(c.data_mut().stream_mut()).pending.local_reply = Some(reply);
+            tri!(c.data_mut().pending_mut()).local_reply = Some(reply);
             Ok(0)
         },
     )?;
     fn pend(c: &mut C<'_>, ty: Option<StreamType>, close: bool) -> Result<(), Status> {
         let ty = ty.ok_or(Status::BadArgument)?;
-        let pending = &mut c.data_mut().stream_mut()?.pending;
+        let pending = c.data_mut().pending_mut()?;
         match (ty, close) {
             (StreamType::Request, false) => pending.continue_request = true,
             (StreamType::Response, false) => pending.continue_response = true,

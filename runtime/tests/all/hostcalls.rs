@@ -597,3 +597,20 @@ fn response_phase_sees_request_headers_and_edits_response_maps() {
     assert!(e.host.logged("log-path=/api/x?q=1"));
     assert!(e.host.logged("log-code=200"));
 }
+
+#[test]
+fn a_plugin_can_continue_another_paused_stream() {
+    let (e, plugin) = setup();
+    let (outcome, _, logs, mut paused) = run(&e, &plugin, "http-call", &[]);
+    assert_eq!(outcome.action, Action::Pause);
+    let ctx = logs
+        .iter()
+        .find_map(|m| m.strip_prefix("ctx="))
+        .unwrap()
+        .to_string();
+    let (outcome, _, logs, _other) =
+        run(&e, &plugin, "continue-other", &[("x-ctx", ctx.as_bytes())]);
+    assert_eq!(outcome.action, Action::Continue);
+    assert_eq!(statuses(&logs), [0, 0, 0]);
+    assert_eq!(block_on(paused.resumed()).action, Action::Continue);
+}
