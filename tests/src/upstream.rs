@@ -21,6 +21,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,12 +32,14 @@ impl Upstream {
             .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (n, h) = (Arc::<str>::from(name), hits.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (n, h, conns) = (Arc::<str>::from(name), hits.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                conns.fetch_add(1, Ordering::Relaxed);
                 let (n, h) = (n.clone(), h.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -54,6 +57,7 @@ impl Upstream {
             addr,
             name: name.to_owned(),
             hits,
+            connections,
             task,
         }
     }
@@ -61,6 +65,11 @@ impl Upstream {
     /// Requests answered so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 

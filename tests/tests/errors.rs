@@ -67,3 +67,33 @@ spec:
     .await;
     assert!(logs.contains("default/r"), "log names the route:\n{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused() {
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let up = Upstream::start("a").await;
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write("svc.yaml", &service_yaml("a", 80, &[up.addr]));
+    dir.write(
+        "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a, port: 80}]\n",
+    );
+    let _gw = Gateway::start(&dir).await;
+    for _ in 0..30 {
+        // A new client each time: new downstream connections, yet the upstream one is pooled.
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+    }
+    assert_eq!(up.hits(), 30);
+    assert!(
+        (1..=3).contains(&up.connections()),
+        "{} upstream connections for 30 sequential requests",
+        up.connections()
+    );
+}

@@ -7,6 +7,9 @@ pub mod host;
 pub mod matcher;
 pub mod precedence;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,13 +14,14 @@ pub const NO_BACKEND: ErrorType = ErrorType::new_code("NoBackend", 500);
 /// The backend has no resolved address.
 pub const BACKEND_UNRESOLVED: ErrorType = ErrorType::new_code("BackendUnresolved", 503);
 
-/// The status and body for an error, and whether the downstream connection may be reused.
+/// The status and body for an error, and whether the downstream connection may be reused
+/// (only for errors raised before an upstream was chosen: the request was fully understood).
 pub fn response_for(e: &Error) -> (u16, &'static str, bool) {
     use ErrorType::*;
     match e.etype() {
         CustomCode("NoRoute", _) => (404, "no route\n", true),
         CustomCode("NoBackend", _) => (500, "no backend\n", true),
-        CustomCode(_, code) => (*code, "upstream unavailable\n", true),
+        CustomCode(_, code) => (*code, "upstream unavailable\n", false),
         HTTPStatus(code) => (*code, "", false),
         // Unreachable backends: refused, no route to host, or not connected in time.
         ConnectRefused | ConnectNoRoute | ConnectTimedout | ConnectError | ConnectProxyFailure

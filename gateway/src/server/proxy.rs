@@ -79,6 +79,18 @@ impl HeaderSink for PingoraHeaders<'_, ResponseHeader> {
     }
 }
 
+/// A short text reply that keeps the downstream connection open (Pingora's error writer closes it).
+async fn write_local_reply(session: &mut Session, code: u16, body: &'static str) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(errors::body(body)), true)
+        .await
+}
+
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` header.
 fn request_host(req: &RequestHeader) -> &str {
     req.uri
@@ -287,12 +299,18 @@ impl ProxyHttp for Gateway {
         } else if code >= 500 {
             tracing::warn!(status = code, route, upstream = ?ctx.upstream, error = %e, "request failed");
         }
-        if code > 0
-            && let Err(we) = session
-                .respond_error_with_body(code, errors::body(body))
-                .await
-        {
-            tracing::debug!(error = %we, "failed to send error response");
+        if code > 0 {
+            let written = if reuse {
+                write_local_reply(session, code, body).await
+            } else {
+                // Pingora's own error writer closes the connection, right after upstream failures.
+                session
+                    .respond_error_with_body(code, errors::body(body))
+                    .await
+            };
+            if let Err(we) = written {
+                tracing::debug!(error = %we, "failed to send error response");
+            }
         }
         FailToProxy {
             error_code: code,

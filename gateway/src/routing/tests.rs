@@ -1,0 +1,207 @@
+//! The routing table compiled from YAML (through conf's store, as at runtime), without sockets.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use wasmgate_conf::{ConfigStore, SourceFile};
+
+use super::RequestView;
+use crate::backends::Backends;
+use crate::config::{CompileOptions, CompiledConfig, compile};
+use crate::reload::resources;
+
+const GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  listeners:
+  - {name: plain, port: 80, protocol: HTTP}
+  - {name: wild, port: 81, protocol: HTTP, hostname: "*.example.com"}
+  - {name: other, port: 82, protocol: HTTP}
+"#;
+
+fn build(routes: &str) -> CompiledConfig {
+    let mut store = ConfigStore::new();
+    let (snap, report) = store.apply(vec![
+        SourceFile::new("gw.yaml", GATEWAY),
+        SourceFile::new("routes.yaml", routes),
+    ]);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let opts = CompileOptions {
+        default_timeout: Some(Duration::from_secs(15)),
+    };
+    compile(&resources(&snap), &Backends::new(), &opts, 1)
+}
+
+/// `(route, rule index)` of the entry a request matches.
+fn hit(
+    cfg: &CompiledConfig,
+    port: u16,
+    host: &str,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Option<(String, usize)> {
+    let (path, query) = uri
+        .split_once('?')
+        .map_or((uri, None), |(p, q)| (p, Some(q)));
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let view = RequestView {
+        port,
+        host,
+        method: &method,
+        path,
+        query,
+        headers: &h,
+    };
+    cfg.routes
+        .lookup(&view)
+        .map(|e| (e.rule.route.to_string(), e.rule.rule_index))
+}
+
+fn route(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}}}\nspec:\n{spec}---\n"
+    )
+}
+
+#[test]
+fn parent_refs_attach_by_section_name_and_port() {
+    let mut y = route(
+        "by-section",
+        "  parentRefs: [{name: gw, sectionName: plain}]\n  rules:\n  - backendRefs: [{name: a, port: 1}]\n",
+    );
+    y.push_str(&route(
+        "by-port",
+        "  parentRefs: [{name: gw, port: 82}]\n  rules:\n  - backendRefs: [{name: a, port: 1}]\n",
+    ));
+    y.push_str(&route("nowhere", "  parentRefs: [{name: gw, sectionName: missing}]\n  rules:\n  - backendRefs: [{name: a, port: 1}]\n"));
+    let cfg = build(&y);
+    let get = |port| hit(&cfg, port, "x.example.com", Method::GET, "/", &[]).map(|h| h.0);
+    assert_eq!(get(80).as_deref(), Some("default/by-section"));
+    assert_eq!(get(81), None);
+    assert_eq!(get(82).as_deref(), Some("default/by-port"));
+    assert!(
+        cfg.problems
+            .iter()
+            .any(|p| p.route == "default/nowhere" && p.field == "spec.parentRefs[0]"),
+        "{:?}",
+        cfg.problems
+    );
+}
+
+#[test]
+fn listener_hostname_intersects_route_hostnames() {
+    let mut y = route(
+        "named",
+        "  parentRefs: [{name: gw, sectionName: wild}]\n  hostnames: [foo.example.com, other.org]\n  rules:\n  - backendRefs: [{name: a, port: 1}]\n",
+    );
+    y.push_str(&route("any", "  parentRefs: [{name: gw, sectionName: wild}]\n  rules:\n  - backendRefs: [{name: a, port: 1}]\n"));
+    let cfg = build(&y);
+    let get = |host| hit(&cfg, 81, host, Method::GET, "/", &[]).map(|h| h.0);
+    assert_eq!(
+        get("foo.example.com").as_deref(),
+        Some("default/named"),
+        "exact beats the listener wildcard"
+    );
+    assert_eq!(
+        get("bar.example.com").as_deref(),
+        Some("default/any"),
+        "no hostnames: the listener's"
+    );
+    assert_eq!(get("other.org"), None, "outside the listener hostname");
+    assert_eq!(get("example.com"), None);
+}
+
+#[test]
+fn precedence_within_and_across_routes() {
+    let y = route(
+        "r",
+        r#"  parentRefs: [{name: gw, sectionName: plain}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: PathPrefix, value: /a/b}}]
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: Exact, value: /a/b}}]
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: PathPrefix, value: /a}, method: DELETE}]
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: PathPrefix, value: /a}, headers: [{name: x, value: "1"}]}]
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: RegularExpression, value: "/re/.*"}}]
+    backendRefs: [{name: a, port: 1}]
+"#,
+    ) + &route(
+        "b-same",
+        "  parentRefs: [{name: gw, sectionName: plain}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: a, port: 1}]\n",
+    );
+    let cfg = build(&y);
+    let rule = |m: Method, uri: &str, h: &[(&str, &str)]| hit(&cfg, 80, "h", m, uri, h).unwrap();
+    assert_eq!(
+        rule(Method::GET, "/a/b", &[]),
+        ("default/r".into(), 2),
+        "exact first"
+    );
+    assert_eq!(
+        rule(Method::GET, "/a/b/c", &[]),
+        ("default/r".into(), 1),
+        "longest prefix"
+    );
+    assert_eq!(
+        rule(Method::DELETE, "/a/x", &[("x", "1")]),
+        ("default/r".into(), 3),
+        "method over headers"
+    );
+    assert_eq!(
+        rule(Method::GET, "/a/x", &[("x", "1")]),
+        ("default/r".into(), 4)
+    );
+    assert_eq!(
+        rule(Method::GET, "/re/x", &[]),
+        ("default/r".into(), 5),
+        "regex over a catch-all prefix"
+    );
+    // Equal matches in two routes seen at the same time: first-seen order, then name.
+    assert_eq!(rule(Method::GET, "/zzz", &[]).0, "default/r");
+}
+
+#[test]
+fn timeouts_default_and_explicit_zero() {
+    let y = route(
+        "t",
+        r#"  parentRefs: [{name: gw, sectionName: plain}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /default}}]
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: PathPrefix, value: /both}}]
+    timeouts: {request: 2s, backendRequest: 500ms}
+    backendRefs: [{name: a, port: 1}]
+  - matches: [{path: {type: PathPrefix, value: /none}}]
+    timeouts: {request: 0s}
+    backendRefs: [{name: a, port: 1}]
+"#,
+    );
+    let cfg = build(&y);
+    let timeout = |uri: &str| {
+        let view = RequestView {
+            port: 80,
+            host: "h",
+            method: &Method::GET,
+            path: uri,
+            query: None,
+            headers: &HeaderMap::new(),
+        };
+        cfg.routes.lookup(&view).unwrap().rule.timeout
+    };
+    assert_eq!(timeout("/default"), Some(Duration::from_secs(15)));
+    assert_eq!(timeout("/both"), Some(Duration::from_millis(500)));
+    assert_eq!(timeout("/none"), None);
+}
