@@ -21,6 +21,14 @@ pub(crate) fn read(caller: &Caller<'_, VmState>, ptr: i32, len: i32) -> Result<V
         .ok_or(Status::InvalidMemoryAccess)
 }
 
+/// Whether `len` bytes at `ptr` are inside guest memory (without copying them).
+pub(crate) fn in_bounds(caller: &Caller<'_, VmState>, ptr: i32, len: i32) -> bool {
+    caller
+        .data()
+        .memory
+        .is_some_and(|m| range(ptr, len).end <= m.data_size(caller))
+}
+
 /// Reads a guest string; invalid UTF-8 is `BadArgument`.
 pub(crate) fn read_string(
     caller: &Caller<'_, VmState>,

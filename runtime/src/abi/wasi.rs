@@ -14,7 +14,7 @@ use rand::RngCore;
 use wasmtime::{Caller, FuncType, Linker, Val, ValType};
 
 use super::LogLevel;
-use super::memory::{read, write, write_u32, write_u64};
+use super::memory::{in_bounds, read, write, write_u32, write_u64};
 use crate::state::VmState;
 
 type C<'a> = Caller<'a, VmState>;
@@ -52,16 +52,25 @@ fn errno(r: Result<(), super::Status>) -> i32 {
     if r.is_ok() { SUCCESS } else { EFAULT }
 }
 
-/// Gathers an iovec array (`{ptr u32, len u32}` × n).
-fn gather(c: &C<'_>, iovs: i32, n: i32) -> Result<Vec<u8>, i32> {
+/// Gathers an iovec array (`{ptr u32, len u32}` × n): the total length, and at most `cap`
+/// bytes of the data (iovecs may all point at the same large region; the host must not
+/// multiply guest memory).
+fn gather(c: &C<'_>, iovs: i32, n: i32, cap: usize) -> Result<(usize, Vec<u8>), i32> {
     let table = read(c, iovs, n.checked_mul(8).ok_or(EINVAL)?).map_err(|_| EFAULT)?;
+    let mut total = 0usize;
     let mut out = Vec::new();
     for iov in table.chunks_exact(8) {
         let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
         let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-        out.extend(read(c, ptr, len).map_err(|_| EFAULT)?);
+        let room = cap.saturating_sub(out.len()).min(len as u32 as usize);
+        // Checks the whole iovec is in memory, copies only what fits under the cap.
+        if !in_bounds(c, ptr, len) {
+            return Err(EFAULT);
+        }
+        out.extend(read(c, ptr, room as i32).map_err(|_| EFAULT)?);
+        total = total.saturating_add(len as u32 as usize);
     }
-    Ok(out)
+    Ok((total, out))
 }
 
 /// fd 1 → info, fd 2 → error, trailing newline stripped (cpp-host `writevImpl`).
@@ -71,7 +80,8 @@ fn write_stdio(c: &mut C<'_>, fd: i32, iovs: i32, n: i32, ret: i32) -> i32 {
         2 => LogLevel::Error,
         _ => return EBADF,
     };
-    let data = match gather(c, iovs, n) {
+    let cap = c.data().rt.limits.max_log_message_bytes;
+    let (total, data) = match gather(c, iovs, n, cap) {
         Ok(d) => d,
         Err(e) => return e,
     };
@@ -80,7 +90,7 @@ fn write_stdio(c: &mut C<'_>, fd: i32, iovs: i32, n: i32, ret: i32) -> i32 {
     if !text.is_empty() {
         c.data().log(level, text);
     }
-    errno(write_u32(c, ret, data.len() as u32))
+    errno(write_u32(c, ret, total as u32))
 }
 
 /// `NUL`-terminated strings and a pointer table, for args/environ.
