@@ -681,7 +681,9 @@ impl Stream {
     /// (→ `Continue`), `proxy_send_local_response` (→ a `local_reply`) or `proxy_close_stream`
     /// (→ `Close`) from a later callback — typically its `proxy_on_http_call_response` — or its
     /// VM failed (→ the fail strategy's outcome). Executor-agnostic. The proxy should bound the
-    /// wait with its own timeout: a plugin may never continue.
+    /// wait with its own timeout: a plugin may never continue. On `Continue`, re-read the
+    /// headers of the paused phase with [`Stream::request_headers`] /
+    /// [`Stream::response_headers`]: the plugin may have edited them meanwhile.
     pub async fn resumed(&mut self) -> Outcome {
         if self.mode != Mode::Active {
             return self.run(|_, _| Ok(Outcome::cont()));
@@ -704,6 +706,35 @@ impl Stream {
         }
         self.logged = true;
         let _ = self.run(|vm, ctx| context::on_log(vm, ctx).map(|()| Outcome::cont()));
+    }
+
+    /// The request headers as the runtime holds them now. After [`Stream::resumed`] returns
+    /// `Continue`, apply these to the request: while the stream was paused, a later callback
+    /// (typically `proxy_on_http_call_response`) may have edited them, as Envoy allows.
+    /// `None` before `on_request_headers` or when the plugin no longer runs on this stream.
+    pub fn request_headers(&mut self) -> Option<HeaderList> {
+        self.current(|s| s.request_headers.clone())
+    }
+
+    /// The response headers as the runtime holds them now; see [`Stream::request_headers`].
+    pub fn response_headers(&mut self) -> Option<HeaderList> {
+        self.current(|s| s.response_headers.clone())
+    }
+
+    fn current<T>(&mut self, f: impl FnOnce(&crate::state::StreamCtx) -> Option<T>) -> Option<T> {
+        if self.mode != Mode::Active {
+            return None;
+        }
+        let (generation, ctx) = (self.generation, self.ctx);
+        self.slot.with(|_, state| match state.vm.as_ref() {
+            Some(vm) if state.generation == generation => {
+                match vm.store.data().contexts.get(&ctx) {
+                    Some(crate::state::Context::Stream(s)) => f(s),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
     }
 
     /// Updates what the stream knows (e.g. the upstream address once connected).

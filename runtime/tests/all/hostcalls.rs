@@ -614,3 +614,19 @@ fn a_plugin_can_continue_another_paused_stream() {
     assert_eq!(statuses(&logs), [0, 0, 0]);
     assert_eq!(block_on(paused.resumed()).action, Action::Continue);
 }
+
+#[test]
+fn headers_edited_while_paused_are_visible_after_resume() {
+    let (e, plugin) = setup();
+    let (_, headers, _, mut stream) = run(&e, &plugin, "http-call", &[]);
+    assert_eq!(headers.get("x-call"), None);
+    e.host.take_call().unwrap().done.complete(CallResponse {
+        headers: [(":status", "200")].into_iter().collect(),
+        body: b"ok".to_vec(),
+        ..Default::default()
+    });
+    assert_eq!(block_on(stream.resumed()).action, Action::Continue);
+    let now = stream.request_headers().expect("request headers");
+    assert_eq!(now.get("x-call"), Some(&b"done"[..]));
+    assert_eq!(stream.response_headers(), None);
+}

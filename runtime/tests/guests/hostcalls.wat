@@ -218,6 +218,8 @@
             (return)))))
     ;; a failed call (no headers): close the stream
     (if (i32.eqz (local.get $nh)) (then (call $st (call $close (i32.const 0))) (return)))
+    ;; edit the paused request's headers, then resume it
+    (call $st (call $add_hv (i32.const 0) (str "x-call") (str "done")))
     (call $st (call $continue (i32.const 0))))
 
   (func $do_grpc_call (result i32)
