@@ -276,7 +276,8 @@ pub fn dump(cfg: &CompiledConfig, backends: &Backends) -> serde_json::Value {
         #[serde(rename = "match")]
         matcher: String,
         backends: Vec<String>,
-        timeout_ms: Option<u128>,
+        request_timeout_ms: Option<u128>,
+        backend_timeout_ms: Option<u128>,
     }
     let mut routes = Vec::new();
     let mut ports: Vec<_> = cfg.routes.ports.iter().collect();
@@ -300,7 +301,8 @@ pub fn dump(cfg: &CompiledConfig, backends: &Backends) -> serde_json::Value {
                         )
                     })
                     .collect(),
-                timeout_ms: e.rule.timeout.map(|t| t.as_millis()),
+                request_timeout_ms: e.rule.request_timeout.map(|t| t.as_millis()),
+                backend_timeout_ms: e.rule.backend_timeout.map(|t| t.as_millis()),
             });
         }
     }

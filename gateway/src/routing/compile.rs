@@ -234,24 +234,23 @@ fn compile_rule(
         let b = backend(namespace, r).map_err(|e| (format!("backendRefs[{i}]"), e))?;
         refs.push((b, r.weight));
     }
-    let timeout = match &rule.timeouts {
-        Some(t) => match (t.request_timeout(), t.backend_request_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b).or_else(|| {
-                // An explicit "0s" disables the timeout; an absent field keeps the default.
-                let explicit_zero = t.request.is_some() || t.backend_request.is_some();
-                if explicit_zero { None } else { default_timeout }
-            }),
-        },
+    // An explicit "0s" disables a timeout; an absent `request` keeps the default.
+    let request_timeout = match rule.timeouts.as_ref().and_then(|t| t.request.as_ref()) {
+        Some(_) => rule.timeouts.as_ref().and_then(|t| t.request_timeout()),
         None => default_timeout,
     };
+    let backend_timeout = rule
+        .timeouts
+        .as_ref()
+        .and_then(|t| t.backend_request_timeout());
     Ok(CompiledRule {
         rule: Rule {
             route: Arc::from(route_name),
             rule_index: index,
             filters,
             backends: WeightedBackends::new(refs),
-            timeout,
+            request_timeout,
+            backend_timeout,
         },
         matches,
     })

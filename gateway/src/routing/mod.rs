@@ -33,9 +33,11 @@ pub struct Rule {
     pub rule_index: usize,
     pub filters: RuleFilters,
     pub backends: WeightedBackends,
-    /// Upstream timeout: the smaller of `timeouts.request` and `timeouts.backendRequest`, else the
-    /// `--upstream-timeout` default. `None` disables it.
-    pub timeout: Option<Duration>,
+    /// `timeouts.request`: the whole request, from its start (default `--upstream-timeout`;
+    /// `None` when disabled with `0s`).
+    pub request_timeout: Option<Duration>,
+    /// `timeouts.backendRequest`: one upstream attempt (`None` when unset or `0s`).
+    pub backend_timeout: Option<Duration>,
 }
 
 /// One (hostname, match) pair of a rule, in precedence order within its port.
@@ -69,6 +71,18 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+}
+
+impl Rule {
+    /// The upstream wait allowed now, for a request that started `elapsed` ago: what remains of
+    /// the request timeout, bounded by the backend request timeout. `Some(ZERO)` means expired.
+    pub fn upstream_timeout(&self, elapsed: Duration) -> Option<Duration> {
+        let remaining = self.request_timeout.map(|t| t.saturating_sub(elapsed));
+        match (remaining, self.backend_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl RouteTable {

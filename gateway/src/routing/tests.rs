@@ -199,9 +199,19 @@ fn timeouts_default_and_explicit_zero() {
             query: None,
             headers: &HeaderMap::new(),
         };
-        cfg.routes.lookup(&view).unwrap().rule.timeout
+        let rule = &cfg.routes.lookup(&view).unwrap().rule;
+        (
+            rule.request_timeout,
+            rule.backend_timeout,
+            rule.upstream_timeout(Duration::from_millis(1800)),
+        )
     };
-    assert_eq!(timeout("/default"), Some(Duration::from_secs(15)));
-    assert_eq!(timeout("/both"), Some(Duration::from_millis(500)));
-    assert_eq!(timeout("/none"), None);
+    let (s, ms) = (Duration::from_secs, Duration::from_millis);
+    assert_eq!(timeout("/default"), (Some(s(15)), None, Some(ms(13_200))));
+    assert_eq!(
+        timeout("/both"),
+        (Some(s(2)), Some(ms(500)), Some(ms(200))),
+        "what remains of the request"
+    );
+    assert_eq!(timeout("/none"), (None, None, None));
 }

@@ -11,6 +11,8 @@ use pingora_error::{Error, ErrorSource, ErrorType};
 pub const NO_ROUTE: ErrorType = ErrorType::new_code("NoRoute", 404);
 /// The matched rule has no usable backendRef (none, or every weight is 0): 500 per the Gateway API.
 pub const NO_BACKEND: ErrorType = ErrorType::new_code("NoBackend", 500);
+/// The route's `timeouts.request` ran out before an upstream attempt could start.
+pub const REQUEST_TIMEOUT: ErrorType = ErrorType::new_code("RequestTimeout", 504);
 /// The backend has no resolved address.
 pub const BACKEND_UNRESOLVED: ErrorType = ErrorType::new_code("BackendUnresolved", 503);
 
@@ -21,6 +23,7 @@ pub fn response_for(e: &Error) -> (u16, &'static str, bool) {
     match e.etype() {
         CustomCode("NoRoute", _) => (404, "no route\n", true),
         CustomCode("NoBackend", _) => (500, "no backend\n", true),
+        CustomCode("RequestTimeout", _) => (504, "upstream timeout\n", false),
         CustomCode(_, code) => (*code, "upstream unavailable\n", false),
         HTTPStatus(code) => (*code, "", false),
         // Unreachable backends: refused, no route to host, or not connected in time.

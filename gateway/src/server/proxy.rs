@@ -47,11 +47,7 @@ const _: fn() = || {
     assert_send_sync::<RequestCtx>();
 };
 
-impl Gateway {
-    fn upstream_timeout(ctx: &RequestCtx) -> Option<Duration> {
-        ctx.rule.as_ref().and_then(|r| r.timeout)
-    }
-}
+impl Gateway {}
 
 struct PingoraHeaders<'a, T>(&'a mut T);
 
@@ -206,10 +202,19 @@ impl ProxyHttp for Gateway {
                 ),
             );
         };
+        let timeout = ctx
+            .rule
+            .as_ref()
+            .and_then(|r| r.upstream_timeout(ctx.start.elapsed()));
+        if timeout == Some(Duration::ZERO) {
+            return Error::e_explain(errors::REQUEST_TIMEOUT, "route request timeout expired");
+        }
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
-        let timeout = Self::upstream_timeout(ctx);
-        peer.options.connection_timeout = Some(limits::UPSTREAM_CONNECT_TIMEOUT);
+        peer.options.connection_timeout =
+            Some(timeout.map_or(limits::UPSTREAM_CONNECT_TIMEOUT, |t| {
+                t.min(limits::UPSTREAM_CONNECT_TIMEOUT)
+            }));
         peer.options.read_timeout = timeout;
         peer.options.write_timeout = timeout;
         peer.options.idle_timeout = Some(limits::UPSTREAM_IDLE_TIMEOUT);
