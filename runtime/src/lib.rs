@@ -34,7 +34,8 @@
 //! if let Some(reply) = outcome.local_reply {
 //!     // send `reply`, stop the chain (response-path callbacks of earlier plugins still run)
 //! } else if outcome.action == Action::Pause {
-//!     // `stream.resumed().await` (bounded by a timeout) before the next phase
+//!     // `stream.resumed().await` (bounded by a timeout) before the next phase; on Continue,
+//!     // apply `stream.request_headers()`: the plugin may have edited them while paused.
 //! }
 //! // ... on_request_body / on_response_headers / on_response_body / trailers ...
 //! stream.on_log();  // access-log phase: proxy_on_done + proxy_on_log
