@@ -796,3 +796,10 @@ fn _assert_send_sync() {
     assert::<Module>();
     assert::<crate::host::CallCompletion>();
 }
+
+/// The proxy awaits `resumed()` inside its (Send) request future.
+#[allow(dead_code)]
+fn _assert_resumed_is_send(stream: &mut Stream) {
+    fn send<T: Send>(_: T) {}
+    send(stream.resumed());
+}

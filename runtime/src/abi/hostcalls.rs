@@ -688,6 +688,8 @@ fn add_foreign_and_emscripten(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "pthread_equal", |_: C<'_>, a: i32, b: i32| -> i32 {
         i32::from(a == b)
     })?;
+    // AssemblyScript's `Math.random` seed (beyond Envoy, which would refuse such a module).
+    l.func_wrap("env", "seed", |_: C<'_>| -> f64 { rand::random::<f64>() * (u32::MAX as f64) })?;
     // AssemblyScript's default `abort` import: a guest assertion failure, so a trap.
     l.func_wrap(
         "env",
@@ -774,4 +776,5 @@ pub(crate) const ENV_FUNCTIONS: &[&str] = &[
     "emscripten_notify_memory_growth",
     "pthread_equal",
     "abort",
+    "seed",
 ];
