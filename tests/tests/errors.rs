@@ -97,3 +97,73 @@ async fn upstream_connections_are_reused() {
         up.connections()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_names_resolve_by_dns_or_external_name() {
+    // `localhost` stands for a docker-compose service name: no Service resource, resolved by DNS.
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let up = Upstream::start("dns").await;
+    let up_port = up.addr.port();
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write(
+        "svc.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: ext}}\nspec:\n  type: ExternalName\n  externalName: localhost\n  ports: [{{port: {up_port}}}]\n"
+        ),
+    );
+    dir.write(
+        "route.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /dns}}}}]\n    backendRefs: [{{name: localhost, port: {up_port}}}]\n  - matches: [{{path: {{type: PathPrefix, value: /ext}}}}]\n    backendRefs: [{{name: ext, port: {up_port}}}]\n"
+        ),
+    );
+    let gw = Gateway::start(&dir).await;
+    for path in ["/dns", "/ext"] {
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "{path}: {}", gw.stderr());
+        assert_eq!(r.headers()["x-upstream"], "dns");
+    }
+    let dump = gw.config_dump().await;
+    let backends = dump["backends"].to_string();
+    assert!(
+        backends.contains(&format!("127.0.0.1:{up_port}")),
+        "resolved address shown: {backends}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_address_is_skipped_when_the_backend_has_others() {
+    let port = free_port();
+    let dir = ConfigDir::new();
+    let (u1, u2) = (Upstream::start("one").await, Upstream::start("two").await);
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write(
+        "svc.yaml",
+        &service_yaml("multi", 80, &[u1.addr, refused_addr(), u2.addr]),
+    );
+    dir.write(
+        "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: multi, port: 80}]\n",
+    );
+    let gw = Gateway::start(&dir).await;
+    for _ in 0..12 {
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "{}", gw.stderr());
+    }
+    // Round robin over the live addresses.
+    assert!(
+        u1.hits() >= 3 && u2.hits() >= 3,
+        "one={} two={}",
+        u1.hits(),
+        u2.hits()
+    );
+}
