@@ -62,10 +62,12 @@ pub struct Resources<'a> {
 }
 
 /// Settings of the compiler that come from the command line.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CompileOptions {
     /// Route timeout when a rule sets none.
     pub default_timeout: Option<Duration>,
+    /// Where per-route metric handles are resolved (none in pure tests).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Builds the routing table, listeners and TLS configs. Never fails: unusable parts are left out
@@ -95,6 +97,7 @@ pub fn compile(
         &routes,
         &mut backend_fn,
         opts.default_timeout,
+        opts.metrics.as_deref(),
     );
     backends.retain(&used);
     problems.extend(compiled.problems);

@@ -15,6 +15,7 @@ use super::matcher::{self, HeaderMatch, PathMatch, QueryMatch, RouteMatch, Value
 use super::precedence::Precedence;
 use super::{Entry, Rule};
 use crate::backends::{Backend, WeightedBackends};
+use crate::metrics::Metrics;
 
 /// A Gateway listener routes can attach to.
 #[derive(Debug, Clone)]
@@ -70,10 +71,18 @@ pub fn compile_routes(
     routes: &[RouteInput<'_>],
     backend: &mut BackendFn<'_>,
     default_timeout: Option<Duration>,
+    metrics: Option<&Metrics>,
 ) -> CompiledRoutes {
     let mut out = CompiledRoutes::default();
     for input in routes {
-        compile_route(listeners, input, backend, default_timeout, &mut out);
+        compile_route(
+            listeners,
+            input,
+            backend,
+            default_timeout,
+            metrics,
+            &mut out,
+        );
     }
     out
 }
@@ -83,6 +92,7 @@ fn compile_route(
     input: &RouteInput<'_>,
     backend: &mut BackendFn<'_>,
     default_timeout: Option<Duration>,
+    metrics: Option<&Metrics>,
     out: &mut CompiledRoutes,
 ) {
     let route = input.route;
@@ -179,7 +189,9 @@ fn compile_route(
                 continue;
             }
         };
-        let rule_arc = Arc::new(compiled.rule);
+        let mut rule = compiled.rule;
+        rule.ok_counter = metrics.map(|m| m.ok_counter(&route_name));
+        let rule_arc = Arc::new(rule);
         for (mi, m) in compiled.matches.into_iter().enumerate() {
             for (port, host) in &targets {
                 out.entries.push((
@@ -251,6 +263,7 @@ fn compile_rule(
             backends: WeightedBackends::new(refs),
             request_timeout,
             backend_timeout,
+            ok_counter: None,
         },
         matches,
     })

@@ -38,6 +38,8 @@ pub struct Rule {
     pub request_timeout: Option<Duration>,
     /// `timeouts.backendRequest`: one upstream attempt (`None` when unset or `0s`).
     pub backend_timeout: Option<Duration>,
+    /// `wasmgate_requests_total{route, code="200"}`, pre-resolved (absent in pure tests).
+    pub ok_counter: Option<prometheus::IntCounter>,
 }
 
 /// One (hostname, match) pair of a rule, in precedence order within its port.

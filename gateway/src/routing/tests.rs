@@ -29,6 +29,7 @@ fn build(routes: &str) -> CompiledConfig {
     ]);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let opts = CompileOptions {
+        metrics: None,
         default_timeout: Some(Duration::from_secs(15)),
     };
     compile(&resources(&snap), &Backends::new(), &opts, 1)

@@ -93,6 +93,7 @@ async fn serve(
         listeners.clone(),
         metrics.clone(),
         CompileOptions {
+            metrics: Some(metrics.clone()),
             default_timeout: Some(args.upstream_timeout).filter(|d| !d.is_zero()),
         },
     )));

@@ -332,7 +332,10 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         let route = ctx.rule.as_deref().map(|r| &*r.route);
-        self.metrics.request_done(route, status);
+        match ctx.rule.as_ref().and_then(|r| r.ok_counter.as_ref()) {
+            Some(ok) if status == 200 => ok.inc(),
+            _ => self.metrics.request_done(route, status),
+        }
         self.metrics.request_duration.observe(elapsed.as_secs_f64());
         if self.access_log {
             let req = session.req_header();
