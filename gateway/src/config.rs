@@ -27,6 +27,8 @@ pub struct PortListener {
     pub port: u16,
     /// Present for HTTPS ports.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Identifies the certificates (hostnames and chains) so an unchanged port keeps its acceptor.
+    pub tls_id: u64,
     /// `namespace/gateway/listener` of every Gateway listener on this port.
     pub names: Vec<String>,
 }
@@ -185,6 +187,7 @@ fn compile_listeners(
         .into_iter()
         .map(|(port, (https, names, certs))| PortListener {
             port,
+            tls_id: tls::fingerprint(&certs),
             tls: https.then(|| tls::server_config(certs)),
             names,
         })

@@ -77,3 +77,16 @@ pub fn server_config(certs: Vec<(HostPattern, Arc<CertifiedKey>)>) -> Arc<rustls
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(cfg)
 }
+
+/// A change detector for a port's certificates (not a security digest): hostnames and chains.
+pub fn fingerprint(certs: &[(HostPattern, Arc<CertifiedKey>)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (host, key) in certs {
+        host.hash(&mut h);
+        for c in &key.cert {
+            c.as_ref().hash(&mut h);
+        }
+    }
+    h.finish()
+}

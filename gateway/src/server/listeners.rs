@@ -42,8 +42,9 @@ pub struct Shared {
 
 struct Running {
     tls: Arc<ArcSwapOption<Acceptor>>,
-    /// The rustls config in force, to skip rebuilding the acceptor when it did not change.
-    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Identity of the certificates in force (`None` for plain HTTP), to keep the acceptor when
+    /// a reload did not change them.
+    tls_id: Option<u64>,
     stop: watch::Sender<bool>,
 }
 
@@ -108,18 +109,14 @@ impl ListenerManager {
         {
             let mut running = self.running.lock();
             if let Some(r) = running.get_mut(&spec.port) {
-                let same = match (&r.tls_config, &spec.tls) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                    _ => false,
-                };
+                let same = r.tls_id == spec.tls.as_ref().map(|_| spec.tls_id);
                 if !same {
                     r.tls.store(
                         spec.tls
                             .clone()
                             .map(|c| Arc::new(Acceptor::from_server_config(c))),
                     );
-                    r.tls_config = spec.tls.clone();
+                    r.tls_id = spec.tls.as_ref().map(|_| spec.tls_id);
                     tracing::info!(
                         port = spec.port,
                         tls = spec.tls.is_some(),
@@ -154,7 +151,7 @@ impl ListenerManager {
             spec.port,
             Running {
                 tls,
-                tls_config: spec.tls.clone(),
+                tls_id: spec.tls.as_ref().map(|_| spec.tls_id),
                 stop,
             },
         );
