@@ -32,6 +32,14 @@ fn pki() -> Pki {
     }
 }
 
+fn secret_yaml(pki: &Pki) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: cert}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&pki.leaf_pem),
+        indent(&pki.leaf_key_pem)
+    )
+}
+
 fn indent(pem: &str) -> String {
     pem.lines().map(|l| format!("    {l}\n")).collect()
 }
@@ -130,4 +138,69 @@ stringData:
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["path"], "/h2c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_applies_to_new_connections() {
+    let (old, new) = (pki(), pki());
+    let port = free_port();
+    let up = Upstream::start("a").await;
+    let dir = ConfigDir::new();
+    dir.write(
+        "gateway.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  listeners:\n  - name: https\n    port: {port}\n    protocol: HTTPS\n    tls:\n      certificateRefs: [{{name: cert}}]\n"
+        ),
+    );
+    dir.write("secret.yaml", &secret_yaml(&old));
+    dir.write("svc.yaml", &service_yaml("a", 80, &[up.addr]));
+    dir.write(
+        "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a, port: 80}]\n",
+    );
+    let gw = Gateway::start(&dir).await;
+    install_crypto();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    // A fresh client per request: a new connection, so a new handshake.
+    let trusting = |p: &Pki| {
+        let ca = reqwest::Certificate::from_pem(p.ca_pem.as_bytes()).expect("ca");
+        reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([ca])
+            .resolve("localhost", addr)
+            .timeout(PATIENCE)
+            .build()
+            .expect("client")
+    };
+    let url = format!("https://localhost:{port}/");
+    assert_eq!(
+        trusting(&old)
+            .get(&url)
+            .send()
+            .await
+            .expect("old cert")
+            .status(),
+        200,
+        "{}",
+        gw.stderr()
+    );
+    assert!(
+        trusting(&new).get(&url).send().await.is_err(),
+        "the new CA is not trusted yet"
+    );
+    dir.write("secret.yaml", &secret_yaml(&new));
+    eventually(PATIENCE, "the rotated certificate", || async {
+        trusting(&new)
+            .get(&url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        trusting(&old).get(&url).send().await.is_err(),
+        "the old certificate is gone"
+    );
 }
