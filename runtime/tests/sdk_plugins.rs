@@ -1383,11 +1383,12 @@ fn hostcalls_lifecycle_order_of_a_stream() {
 
 // === hostile ===
 
+/// One VM, 64 MiB of linear memory, and the default one-second callback budget (a shorter one could fail
+/// honest callbacks on a loaded machine).
 fn hostile_env() -> Env {
     env_with(
         1,
         Limits {
-            callback_timeout: Duration::from_millis(300),
             max_memory_bytes: 64 << 20,
             ..Limits::default()
         },
