@@ -1686,3 +1686,17 @@ fn abi_0_1_0_plugin_resumes_with_continue_request() {
     assert!(seen.local_reply.is_none(), "{:?}", seen.local_reply);
     assert_eq!(seen.upstream("x-abi").as_deref(), Some("0.1.0"));
 }
+
+#[test]
+fn hostcalls_root_context_is_done_when_the_plugin_goes() {
+    let env = env();
+    let plugin = hostcalls(&env, r#"{"log_lifecycle": true}"#);
+    run(&plugin, &scenario("time"));
+    assert!(!env.host.logged("hostcalls: root on_done"));
+    drop(plugin);
+    assert!(
+        env.host.logged("hostcalls: root on_done"),
+        "{:?}",
+        env.host.messages()
+    );
+}
