@@ -17,7 +17,9 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 /// Tick period armed when the configuration is exactly `pause-until-tick`.
 const TICK: Duration = Duration::from_millis(20);
 
-#[no_mangle]
+/// The SDK 0.1.x entry point. Exported under its own name only on Wasm: on the host (unit-test builds) the C
+/// runtime already defines `_start`.
+#[cfg_attr(target_arch = "wasm32", no_mangle)]
 pub fn _start() {
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
