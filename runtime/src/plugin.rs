@@ -174,11 +174,19 @@ impl Slot {
             }
             for task in tasks {
                 let live = state.generation == task.generation();
-                if let (true, Some(vm)) = (live, state.vm.as_mut())
-                    && context::run_task(vm, task).is_err()
-                    && vm.failed.is_some()
-                {
-                    vm_failed(self, state);
+                match (live, state.vm.as_mut()) {
+                    (true, Some(vm)) => {
+                        if context::run_task(vm, task).is_err() && vm.failed.is_some() {
+                            vm_failed(self, state);
+                        }
+                    }
+                    // The timer of a VM that is gone must stop firing.
+                    _ => {
+                        if let Task::Tick { generation, root } = task {
+                            let weak = Arc::downgrade(self);
+                            self.spec.rt.timers.set(weak, generation, root, None);
+                        }
+                    }
                 }
             }
         }
@@ -498,13 +506,15 @@ impl Plugin {
     pub fn stats(&self) -> PluginStats {
         let (mut vms, mut memory) = (0, 0);
         for slot in self.inner.pool.slots.iter() {
-            let state = slot.state.lock();
-            if let Some(vm) = &state.vm
-                && vm.store.data().roots.contains_key(&self.inner.meta.id)
-            {
-                vms += 1;
-                memory += vm.memory_bytes() as u64;
-            }
+            // Through `with`, so a task that arrives meanwhile is not left waiting.
+            slot.with(|_, state| {
+                if let Some(vm) = &state.vm
+                    && vm.store.data().roots.contains_key(&self.inner.meta.id)
+                {
+                    vms += 1;
+                    memory += vm.memory_bytes() as u64;
+                }
+            });
         }
         self.inner.meta.stats.snapshot(vms, memory)
     }
