@@ -97,7 +97,7 @@ fn write_stdio(c: &mut C<'_>, fd: i32, iovs: i32, n: i32, ret: i32) -> i32 {
 fn put_strings(c: &mut C<'_>, items: &[String], ptrs: i32, buf: i32) -> i32 {
     let mut at = buf as u32;
     for (i, item) in items.iter().enumerate() {
-        if write_u32(c, ptrs + (i as i32) * 4, at).is_err() {
+        if write_u32(c, ptrs.wrapping_add((i as i32).wrapping_mul(4)), at).is_err() {
             return EFAULT;
         }
         let mut bytes = item.as_bytes().to_vec();
@@ -105,7 +105,7 @@ fn put_strings(c: &mut C<'_>, items: &[String], ptrs: i32, buf: i32) -> i32 {
         if write(c, at as i32, &bytes).is_err() {
             return EFAULT;
         }
-        at += bytes.len() as u32;
+        at = at.wrapping_add(bytes.len() as u32);
     }
     SUCCESS
 }
@@ -272,7 +272,7 @@ fn poll_oneoff(c: &mut C<'_>, unstable: bool, subs: i32, events: i32, n: i32, re
         let mut event = [0u8; 32];
         event[0..8].copy_from_slice(&sub[0..8]); // userdata
         event[10] = sub[8]; // event type = subscription tag (clock 0, fd_read 1, fd_write 2)
-        if write(c, events + (i as i32) * 32, &event).is_err() {
+        if write(c, events.wrapping_add((i as i32).wrapping_mul(32)), &event).is_err() {
             return EFAULT;
         }
     }
