@@ -630,3 +630,15 @@ fn headers_edited_while_paused_are_visible_after_resume() {
     assert_eq!(now.get("x-call"), Some(&b"done"[..]));
     assert_eq!(stream.response_headers(), None);
 }
+
+#[test]
+fn hostile_wasi_pointers_get_efault_not_a_crash() {
+    let e = env();
+    let mut o = opts("");
+    o.env = vec![("A".into(), "1".into()), ("B".into(), "2".into())];
+    let plugin = e.plugin_with(&wat("hostcalls"), o);
+    let (outcome, _, logs, _) = run(&e, &plugin, "wasi-bad", &[]);
+    assert_eq!(statuses(&logs), [21, 21, 21, 21, 21, 21, 21]);
+    assert_eq!(outcome.action, Action::Continue);
+    assert_eq!(plugin.stats().traps, 0);
+}
