@@ -3,7 +3,9 @@
 //! Why not `wasmtime-wasi`'s p1: its synchronous bindings run every I/O call (`fd_write`,
 //! `poll_oneoff`, ...) through `in_tokio`, which calls `tokio::runtime::Handle::block_on` when a
 //! tokio runtime is current — and that panics on a tokio worker thread, which is exactly where
-//! Pingora runs our callbacks. Its async bindings need an async store, which a synchronous
+//! Pingora runs our callbacks (checked with wasmtime-wasi 48.0.8: a guest `fd_write` from a task
+//! on a multi-thread runtime panics with "Cannot start a runtime from within a runtime"; the
+//! test `callbacks_and_wasi_run_on_a_tokio_worker_thread` keeps ours honest). Its async bindings need an async store, which a synchronous
 //! Pingora body filter cannot drive. A proxy plugin also needs only what Envoy gives it (cpp-host
 //! `exports.cc`): stdout/stderr to the log, the VM environment, clocks, random, no files. So this
 //! is a thin, exact copy of Envoy's set, with one improvement noted at `poll_oneoff`.
