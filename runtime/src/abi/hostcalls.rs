@@ -689,7 +689,9 @@ fn add_foreign_and_emscripten(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         i32::from(a == b)
     })?;
     // AssemblyScript's `Math.random` seed (beyond Envoy, which would refuse such a module).
-    l.func_wrap("env", "seed", |_: C<'_>| -> f64 { rand::random::<f64>() * (u32::MAX as f64) })?;
+    l.func_wrap("env", "seed", |_: C<'_>| -> f64 {
+        rand::random::<f64>() * (u32::MAX as f64)
+    })?;
     // AssemblyScript's default `abort` import: a guest assertion failure, so a trap.
     l.func_wrap(
         "env",
