@@ -11,6 +11,13 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Run(args) => {
             wasmgate::access_log::init_logging(args.serve.access_log);
+            if !args.config_dir.is_dir() {
+                eprintln!(
+                    "wasmgate: --config-dir {}: not a directory",
+                    args.config_dir.display()
+                );
+                return std::process::ExitCode::FAILURE;
+            }
             exit(wasmgate::server::run(
                 ConfigSource::Dir(args.config_dir),
                 &args.serve,

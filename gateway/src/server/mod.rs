@@ -1,5 +1,9 @@
 //! The serving process: a tokio runtime, the Pingora proxy app, live listeners, the admin server,
 //! config reload, background DNS refresh, and graceful shutdown.
+//!
+//! Pingora's `Server` is not used (see `listeners.rs` for why), so neither is its shutdown, which
+//! waits up to 300 s after SIGTERM: ours stops accepting at once, tells Pingora's sessions to stop
+//! keeping connections alive, and waits at most `--grace-period` for open connections to finish.
 
 pub mod errors;
 pub mod listeners;
