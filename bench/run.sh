@@ -168,8 +168,14 @@ mkdir -p "$WORK/home" "$WORK/cache"
   echo "wasmgate_bin=$WASMGATE_BIN"
   echo "wasmgate_built=$(date -u -r "$WASMGATE_BIN" '+%Y-%m-%d %H:%M UTC')"
   commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [[ -n $(git -C "$REPO" status --porcelain -- gateway runtime conf fetcher Cargo.toml Cargo.lock 2>/dev/null) ]]; then
+  src=(gateway runtime conf fetcher Cargo.toml Cargo.lock)
+  if [[ -n $(git -C "$REPO" status --porcelain -- "${src[@]}" 2>/dev/null) ]]; then
     commit="$commit (+ uncommitted changes)"
+  fi
+  # The binary is not rebuilt here: say so when the sources changed after it was built.
+  src_time=$(git -C "$REPO" log -1 --format=%ct -- "${src[@]}" 2>/dev/null || echo 0)
+  if ((${src_time:-0} > $(date -r "$WASMGATE_BIN" +%s))); then
+    commit="$commit (the binary predates the last source commit, $(git -C "$REPO" log -1 --format=%h -- "${src[@]}"))"
   fi
   echo "commit=$commit"
   echo "profile=$profile"
