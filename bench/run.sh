@@ -19,7 +19,8 @@ usage() {
   cat <<'EOF'
 usage: bench/run.sh [options]
 
-  --smoke                 CI check: 1 round, 1 s per scenario, 1 worker, 5 swaps; never edits docs
+  --smoke                 CI check: 1 round, 1 s per scenario, 1 worker, no long swap run;
+                          never edits docs
   --duration D            measured wrk run per scenario (default 10s; wrk syntax: 10s, 1m)
   --rounds R              interleaved rounds; the table shows the median (default 3)
   --workers LIST          nginx worker_processes = wasmgate --threads, e.g. 1,2 (default 1,2)
@@ -69,7 +70,7 @@ while (($#)); do
   shift
 done
 if ((smoke)); then
-  : "${duration:=1s}" "${rounds:=1}" "${workers:=1}" "${warmup:=0}" "${swaps:=5}"
+  : "${duration:=1s}" "${rounds:=1}" "${workers:=1}" "${warmup:=0}" "${swaps:=0}"
   write_doc=0
 else
   : "${duration:=10s}" "${rounds:=3}" "${workers:=1,2}" "${warmup:=2s}" "${swaps:=1000}" "${write_doc:=1}"
