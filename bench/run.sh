@@ -37,7 +37,8 @@ usage: bench/run.sh [options]
   --doc FILE              results file to update (default docs/PERFORMANCE.md)
   --no-doc                do not update the doc (the report is still in --out)
 
-Environment: WASMGATE_BIN (the binary), BENCH_PORT_BASE (3 consecutive loopback ports, default
+Environment: WASMGATE_BIN (the binary), WASMGATE_COMMIT (the commit it was built from, when it is
+not the work tree's HEAD), BENCH_PORT_BASE (3 consecutive loopback ports, default
 28180), BENCH_RUST_LOG (the gateway's RUST_LOG, default warn).
 EOF
 }
@@ -170,12 +171,14 @@ mkdir -p "$WORK/home" "$WORK/cache"
   echo "wasmgate_built=$(date -u -r "$WASMGATE_BIN" '+%Y-%m-%d %H:%M UTC')"
   commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
   src=(gateway runtime conf fetcher Cargo.toml Cargo.lock)
-  if [[ -n $(git -C "$REPO" status --porcelain -- "${src[@]}" 2>/dev/null) ]]; then
+  if [[ -n ${WASMGATE_COMMIT:-} ]]; then
+    commit="$WASMGATE_COMMIT (given by WASMGATE_COMMIT)"
+  elif [[ -n $(git -C "$REPO" status --porcelain -- "${src[@]}" 2>/dev/null) ]]; then
     commit="$commit (+ uncommitted changes)"
   fi
   # The binary is not rebuilt here: say so when the sources changed after it was built.
   src_time=$(git -C "$REPO" log -1 --format=%ct -- "${src[@]}" 2>/dev/null || echo 0)
-  if ((${src_time:-0} > $(date -r "$WASMGATE_BIN" +%s))); then
+  if [[ -z ${WASMGATE_COMMIT:-} ]] && ((${src_time:-0} > $(date -r "$WASMGATE_BIN" +%s))); then
     commit="$commit (the binary predates the last source commit, $(git -C "$REPO" log -1 --format=%h -- "${src[@]}"))"
   fi
   echo "commit=$commit"
