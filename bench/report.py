@@ -10,6 +10,7 @@ memory (RSS with 0/1/5 plugins), coldstart (exec to /ready).
 """
 
 import argparse
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -165,7 +166,8 @@ def build(results, meta):
         loads[n] = {k: Load(v) for k, v in grouped.items()}
 
     md = []
-    md.append(f"Run {meta.get('date_utc', '?')}: `{meta.get('command', '?')}`, "
+    command = re.sub(r" --out \S+", "", meta.get("command", "?"))
+    md.append(f"Run {meta.get('date_utc', '?')}: `{command}`, "
               f"{meta.get('rounds')} round(s) of {meta.get('duration')} per scenario after a "
               f"{meta.get('warmup')} warm-up, interleaved; each cell is the median over rounds "
               f"(*range*: slowest–fastest round). Load: `wrk -t{meta.get('wrk_threads')} "
@@ -176,6 +178,7 @@ def build(results, meta):
     md.append("|---|---|")
     for k, label in [("cpu", "CPU"), ("nproc", "cores (nproc)"), ("mem", "memory"), ("kernel", "kernel"),
                      ("loadavg_start", "load average at start (other work on the machine)"),
+                     ("loadavg_end", "load average at the end"),
                      ("rustc", "rustc"), ("nginx", "nginx"), ("wrk", "wrk"),
                      ("wasmgate", "wasmgate"), ("commit", "git commit"), ("profile", "build profile"),
                      ("wasmgate_built", "binary built"), ("chains", "WasmPlugin chains")]:

@@ -529,7 +529,10 @@ if ((extras)); then
 fi
 
 stop_pid "$UPSTREAM_MAIN" TERM
-echo "wall_s=$((SECONDS - started_at))" >>"$META"
+{
+  echo "wall_s=$((SECONDS - started_at))"
+  echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+} >>"$META"
 
 report_args=(--results "$RESULTS" --meta "$META" --out "$out/report.md")
 ((write_doc)) && report_args+=(--doc "$doc")
