@@ -27,6 +27,15 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run a self-contained gateway with an embedded config and an in-process upstream.
     Demo(DemoArgs),
+    /// Work with plugin modules: `plugin check` says whether a module runs here, and why not.
+    #[command(subcommand)]
+    Plugin(crate::commands::PluginCommand),
+    /// Package a Wasm module as an OCI artifact or image, push it, and print the manifest digest.
+    Push(crate::commands::push::PushArgs),
+    /// Fetch a module as the gateway would (oci, http(s), file), verify it, and print its digests.
+    Pull(crate::commands::pull::PullArgs),
+    /// Print the WasmPlugin equivalent of every ServiceMeshExtension (maistra.io) in a file.
+    Convert(crate::commands::convert::ConvertArgs),
 }
 
 /// Arguments of `wasmgate run` (and the serving half of `wasmgate demo`).

@@ -32,6 +32,22 @@ fn main() -> std::process::ExitCode {
             wasmgate::access_log::init_logging(args.serve.access_log);
             exit(wasmgate::demo::run(&args))
         }
+        Command::Plugin(cmd) => {
+            wasmgate::commands::init_tool_logging();
+            wasmgate::commands::plugin(&cmd)
+        }
+        Command::Push(args) => {
+            wasmgate::commands::init_tool_logging();
+            wasmgate::commands::push::run(&args)
+        }
+        Command::Pull(args) => {
+            wasmgate::commands::init_tool_logging();
+            wasmgate::commands::pull::run(&args)
+        }
+        Command::Convert(args) => {
+            wasmgate::commands::init_tool_logging();
+            wasmgate::commands::convert::run(&args)
+        }
     }
 }
 
