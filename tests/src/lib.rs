@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod registry;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
