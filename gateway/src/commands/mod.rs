@@ -58,11 +58,13 @@ pub struct RegistryArgs {
 /// `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`) is used, else none.
 #[derive(Debug, Clone, Args)]
 pub struct CredentialArgs {
-    /// User name for the registry's basic (or token) authentication; needs --password-stdin.
+    /// User name for the registry (basic authentication, or the token request of a bearer-token
+    /// registry); needs --password-stdin. Without it: the registry's entry in
+    /// `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`), else anonymous.
     #[arg(long, requires = "password_stdin", value_name = "USER")]
     pub username: Option<String>,
-    /// Read the password from standard input (one line; trailing newline removed). It is never
-    /// printed or logged.
+    /// Read the password from standard input (all of it, trailing newlines removed, as
+    /// `docker login --password-stdin`). It is never printed or logged.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
 }

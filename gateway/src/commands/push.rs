@@ -30,7 +30,8 @@ pub struct PushArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// OCI Wasm artifact: config `application/vnd.module.wasm.config.v1+json` and the module as
-    /// a layer `application/vnd.module.wasm.content.layer.v1+wasm` (what Istio's docs push).
+    /// a layer `application/vnd.module.wasm.content.layer.v1+wasm`, two layers as istio-agent
+    /// expects.
     Artifact,
     /// Docker v2 image with one tar+gzip layer holding `plugin.wasm` (built deterministically:
     /// the same module gives the same digest).
