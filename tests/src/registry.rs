@@ -26,15 +26,21 @@ pub struct Registry {
 impl Registry {
     /// Starts an anonymous registry and waits until it listens.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// Starts a registry that requires `user`/`password` (bcrypt htpasswd, from `apache2-utils`).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
-        Self::start_with(Some((user.to_owned(), password.to_owned())))
+        Self::start_with(Some((user.to_owned(), password.to_owned())), None)
     }
 
-    fn start_with(basic_auth: Option<(String, String)>) -> Self {
+    /// Starts a registry speaking only HTTPS with this certificate chain and key (PEM). rustls
+    /// refuses a self-signed CA:TRUE certificate as a server's: sign a leaf with a test CA.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::start_with(None, Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(basic_auth: Option<(String, String)>, tls: Option<(&str, &str)>) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run `apt-get install -y docker-registry apache2-utils`"
@@ -47,6 +53,20 @@ impl Registry {
              http: {{addr: 127.0.0.1:{port}, secret: wasmgate-e2e}}\n",
             dir.path().join("data").display()
         );
+        if let Some((cert, key)) = tls {
+            let (c, k) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&c, cert).expect("write cert");
+            std::fs::write(&k, key).expect("write key");
+            // Appended to the `http:` mapping above.
+            yaml = yaml.replace(
+                "secret: wasmgate-e2e}",
+                &format!(
+                    "secret: wasmgate-e2e, tls: {{certificate: {}, key: {}}}}}",
+                    c.display(),
+                    k.display()
+                ),
+            );
+        }
         if let Some((user, password)) = &basic_auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -99,7 +119,8 @@ impl Registry {
         format!("oci://127.0.0.1:{}/{repo_tag}", self.port)
     }
 
-    /// The registry's own `Docker-Content-Digest` of `repo:reference` (HEAD of the manifest).
+    /// The registry's own `Docker-Content-Digest` of `repo:reference` (HEAD of the manifest;
+    /// plain-HTTP registries only).
     pub async fn manifest_digest(&self, repo: &str, reference: &str) -> String {
         let mut req = crate::client()
             .head(format!(

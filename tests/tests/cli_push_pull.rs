@@ -252,3 +252,54 @@ fn pull_reads_file_urls_through_the_same_checks() {
     assert_eq!(out.code, 1, "{}", out.all());
     assert!(out.stderr.contains("does not match"), "{}", out.stderr);
 }
+
+#[test]
+fn tls_registry_trusted_through_ca_bundle() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "wasmgate e2e registry CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .unwrap();
+    let reg = Registry::start_with_tls(&leaf.pem(), &leaf_key.serialize_pem());
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    let ca_path = ca_file.to_str().unwrap();
+    let module = dist("basic-auth.wasm");
+    let url = reg.url("tls/basic-auth:v1");
+
+    // Not listed insecure and not trusted: refused.
+    let out = wasmgate(["push", module.to_str().unwrap(), &url]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        out.stderr
+    );
+
+    let out = wasmgate([
+        "push",
+        module.to_str().unwrap(),
+        &url,
+        "--ca-bundle",
+        ca_path,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let digest = out.stdout.trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    let out = Cli::new(["pull", url.as_str()])
+        .env("WASMGATE_CA_BUNDLE", &ca_file)
+        .run();
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(field(&out.stdout, "manifest digest:"), digest);
+    assert_eq!(field(&out.stdout, "module sha256:"), sha256_of(&module));
+}
