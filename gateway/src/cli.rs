@@ -75,6 +75,20 @@ pub struct ServeArgs {
     /// Seconds between DNS re-resolutions of backend names.
     #[arg(long, env = "WASMGATE_DNS_REFRESH", default_value_t = limits::DEFAULT_DNS_REFRESH_SECS)]
     pub dns_refresh: u64,
+    /// Plugin module cache (default: `$XDG_CACHE_HOME/wasmgate`, else `~/.cache/wasmgate`, else
+    /// `wasmgate-cache` in the temp dir).
+    #[arg(long, env = "WASMGATE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Registries (`host[:port]`, comma separated, `*` = all) reached without TLS verification
+    /// or over plain HTTP.
+    #[arg(long, env = "WASMGATE_INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+    /// Extra PEM root certificates for registries and HTTPS module URLs.
+    #[arg(long, env = "WASMGATE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Largest plugin module accepted, in bytes (Istio's 256 MiB default).
+    #[arg(long, env = "WASMGATE_MAX_MODULE_SIZE", default_value_t = limits::DEFAULT_MAX_MODULE_SIZE)]
+    pub max_module_size: u64,
 }
 
 #[derive(Debug, Clone, Args)]

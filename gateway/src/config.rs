@@ -13,6 +13,9 @@ use serde::Serialize;
 use wasmgate_conf as conf;
 
 use crate::backends::{AddressSource, Backend, BackendKey, Backends};
+use crate::plugins::chain::{self, Candidate, Target};
+use crate::plugins::{PluginManager, PortChains};
+use crate::routing::Entry;
 use crate::routing::RouteTable;
 use crate::routing::compile::{Attachment, ListenerRef, RouteInput, RouteProblem, compile_routes};
 use crate::routing::host::HostPattern;
@@ -61,6 +64,8 @@ pub struct Resources<'a> {
     pub routes: Vec<(&'a conf::HttpRoute, (i64, u32, u64))>,
     pub services: HashMap<(&'a str, &'a str), &'a conf::Service>,
     pub secrets: HashMap<(&'a str, &'a str), &'a conf::Secret>,
+    /// WasmPlugins in Istio's chain order (`Snapshot::wasm_plugins_in_order`).
+    pub wasm_plugins: Vec<&'a conf::WasmPlugin>,
 }
 
 /// Settings of the compiler that come from the command line.
@@ -70,6 +75,10 @@ pub struct CompileOptions {
     pub default_timeout: Option<Duration>,
     /// Where per-route metric handles are resolved (none in pure tests).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Loads WasmPlugins (none in pure tests: no chains are built).
+    pub plugins: Option<Arc<PluginManager>>,
+    /// `--label` flags: labels of this gateway beyond the Gateway resources' own.
+    pub gateway_labels: Vec<(String, String)>,
 }
 
 /// Builds the routing table, listeners and TLS configs. Never fails: unusable parts are left out
@@ -103,13 +112,105 @@ pub fn compile(
     );
     backends.retain(&used);
     problems.extend(compiled.problems);
+    let mut entries = compiled.entries;
+    if let Some(mgr) = &opts.plugins {
+        attach_chains(res, mgr, opts, &compiled.attachments, &mut entries);
+    }
 
     CompiledConfig {
         generation,
-        routes: RouteTable::from_entries(compiled.entries),
+        routes: RouteTable::from_entries(entries),
         listeners,
         attachments: compiled.attachments,
         problems,
+    }
+}
+
+/// Resolves every WasmPlugin (starting background loads) and gives each (port, rule) its chains.
+fn attach_chains(
+    res: &Resources<'_>,
+    mgr: &Arc<PluginManager>,
+    opts: &CompileOptions,
+    attachments: &[Attachment],
+    entries: &mut [(u16, Entry)],
+) {
+    let candidates: Vec<Candidate<'_>> = res
+        .wasm_plugins
+        .iter()
+        .map(|wp| {
+            let secret = wp.spec.image_pull_secret.as_deref().and_then(|name| {
+                res.secrets
+                    .get(&(wp.metadata.namespace.as_str(), name))
+                    .and_then(|s| s.docker_config_json())
+                    .map(|b| b.expose())
+            });
+            Candidate {
+                plugin: wp,
+                resolved: mgr.resolve(wp, secret),
+            }
+        })
+        .collect();
+    mgr.retain(
+        &res.wasm_plugins
+            .iter()
+            .map(|wp| wp.plugin_identity())
+            .collect(),
+    );
+    if candidates.is_empty() {
+        return;
+    }
+    // Gateway labels: Istio's default, then the resource's, then the flags.
+    let gateway_labels = |gw: &conf::Gateway| {
+        let mut l = BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]);
+        l.extend(gw.metadata.labels.clone());
+        l.extend(opts.gateway_labels.iter().cloned());
+        l
+    };
+    let mut memo: HashMap<(u16, *const crate::routing::Rule), Option<Arc<PortChains>>> =
+        HashMap::new();
+    for (port, entry) in entries.iter_mut() {
+        let key = (*port, Arc::as_ptr(&entry.rule));
+        let chains = memo
+            .entry(key)
+            .or_insert_with(|| {
+                let rule = &entry.rule;
+                let gateways: Vec<(String, String, BTreeMap<String, String>)> = attachments
+                    .iter()
+                    .filter(|a| a.port == *port && *a.route == *rule.route)
+                    .filter_map(|a| {
+                        let (ns, name) = a.gateway.split_once('/')?;
+                        let gw = res
+                            .gateways
+                            .iter()
+                            .find(|g| g.metadata.namespace == ns && g.metadata.name == name)?;
+                        Some((ns.to_owned(), name.to_owned(), gateway_labels(gw)))
+                    })
+                    .collect();
+                let by_backend: Vec<_> = rule
+                    .backends
+                    .iter()
+                    .map(|(b, _)| {
+                        let labels: BTreeMap<String, String> = b.labels.iter().cloned().collect();
+                        let chain = chain::build(
+                            &candidates,
+                            &Target {
+                                port: *port,
+                                gateways: &gateways,
+                                route: &rule.route,
+                                backend: b,
+                                backend_labels: &labels,
+                            },
+                        );
+                        (b.clone(), chain)
+                    })
+                    .collect();
+                by_backend
+                    .iter()
+                    .any(|(_, c)| !c.is_empty())
+                    .then(|| Arc::new(PortChains { by_backend }))
+            })
+            .clone();
+        entry.chains = chains;
     }
 }
 
@@ -284,6 +385,8 @@ pub fn dump(cfg: &CompiledConfig, backends: &Backends) -> serde_json::Value {
         backends: Vec<String>,
         request_timeout_ms: Option<u128>,
         backend_timeout_ms: Option<u128>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        chains: Vec<serde_json::Value>,
     }
     let mut routes = Vec::new();
     let mut ports: Vec<_> = cfg.routes.ports.iter().collect();
@@ -309,6 +412,17 @@ pub fn dump(cfg: &CompiledConfig, backends: &Backends) -> serde_json::Value {
                     .collect(),
                 request_timeout_ms: e.rule.request_timeout.map(|t| t.as_millis()),
                 backend_timeout_ms: e.rule.backend_timeout.map(|t| t.as_millis()),
+                chains: e
+                    .chains
+                    .iter()
+                    .flat_map(|c| c.by_backend.iter())
+                    .map(|(b, c)| {
+                        serde_json::json!({
+                            "backend": format!("{}/{}:{}", b.key.namespace, b.key.name, b.key.port),
+                            "chain": chain::dump_chain(c),
+                        })
+                    })
+                    .collect(),
             });
         }
     }

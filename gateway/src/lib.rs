@@ -20,6 +20,7 @@ pub mod config;
 pub mod demo;
 pub mod limits;
 pub mod metrics;
+pub mod plugins;
 pub mod reload;
 pub mod routing;
 pub mod server;

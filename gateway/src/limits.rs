@@ -30,3 +30,16 @@ pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const LISTEN_BACKLOG: u32 = 4096;
 /// How long a reload waits for new backends' first DNS resolution before swapping anyway.
 pub const INITIAL_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First wait before fetching a failed plugin module again (beyond Istio: failed fetches retry in
+/// the background, so a registry outage heals without a config change).
+pub const PLUGIN_FETCH_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Longest wait between two background fetch attempts of a failed module.
+pub const PLUGIN_FETCH_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a paused plugin may hold a request when the route has no timeout.
+pub const PLUGIN_PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--max-module-size`: Istio's 256 MiB.
+pub const DEFAULT_MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
+/// Body of Istio's deny-all RBAC filter, answered with 403 when a FAIL_CLOSE module is unavailable.
+pub const DENY_ALL_BODY: &str = "RBAC: access denied";
+/// At startup, how long readiness waits for plugins still loading (fetch + compile + canary).
+pub const STARTUP_PLUGIN_WAIT: Duration = Duration::from_secs(30);

@@ -95,6 +95,11 @@ impl Metrics {
         metrics
     }
 
+    /// The registry, for components that register their own metrics (the fetcher's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Adds a collector (plugin metrics, ...). Panics only on a duplicate name, a programming error.
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
         self.registry

@@ -40,6 +40,8 @@ pub struct Reloader {
     generation: u64,
     dump: DumpState,
     ignored_logged: HashSet<(String, String, String, String)>,
+    /// The snapshot in force, compiled again when a plugin finishes loading in the background.
+    last: Option<Arc<Snapshot>>,
 }
 
 impl Reloader {
@@ -62,6 +64,7 @@ impl Reloader {
             generation: 0,
             dump: Arc::new(Mutex::new(serde_json::Value::Null)),
             ignored_logged: HashSet::new(),
+            last: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl Reloader {
         if report.changed || self.generation == 0 {
             self.apply(&snapshot).await;
         }
+        self.last = Some(snapshot.clone());
         *self.dump.lock() = serde_json::json!({
             "snapshotGeneration": snapshot.generation,
             "lastReload": {
@@ -105,6 +109,13 @@ impl Reloader {
             },
             "inForce": &*snapshot,
         });
+    }
+
+    /// Compiles the snapshot in force again: a plugin became ready (or failed) in the background.
+    pub async fn reapply(&mut self) {
+        if let Some(s) = self.last.clone() {
+            self.apply(&s).await;
+        }
     }
 
     async fn apply(&mut self, snapshot: &Snapshot) {
@@ -148,6 +159,19 @@ impl Reloader {
 
     /// Watches the config directory (if any) and reloads after each debounced change.
     pub fn spawn_watch(this: Arc<tokio::sync::Mutex<Self>>) {
+        let plugins_changed = this
+            .try_lock()
+            .ok()
+            .and_then(|r| r.options.plugins.as_ref().map(|p| p.changed()));
+        if let Some(changed) = plugins_changed {
+            let this = this.clone();
+            tokio::spawn(async move {
+                loop {
+                    changed.notified().await;
+                    this.lock().await.reapply().await;
+                }
+            });
+        }
         tokio::spawn(async move {
             let dir = match &this.lock().await.source {
                 ConfigSource::Dir(d) => d.clone(),
@@ -198,6 +222,11 @@ pub fn resources(s: &Snapshot) -> Resources<'_> {
             .secrets
             .iter()
             .map(|(k, v)| ((k.namespace.as_str(), k.name.as_str()), &*v.resource))
+            .collect(),
+        wasm_plugins: s
+            .wasm_plugins_in_order()
+            .into_iter()
+            .map(|w| &*w.resource)
             .collect(),
     }
 }

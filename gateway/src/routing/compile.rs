@@ -208,6 +208,7 @@ fn compile_route(
                         host: host.clone(),
                         matcher: m.clone(),
                         rule: rule_arc.clone(),
+                        chains: None,
                     },
                 ));
             }

@@ -49,6 +49,9 @@ pub struct Entry {
     pub matcher: RouteMatch,
     pub rule: Arc<Rule>,
     pub precedence: Precedence,
+    /// WasmPlugin chains of this rule on this entry's port, per backend; `None` when no plugin
+    /// applies (such routes pay nothing for plugins).
+    pub chains: Option<Arc<crate::plugins::PortChains>>,
 }
 
 /// The entries of one listening port (every Gateway listener bound to that port).

@@ -31,6 +31,8 @@ fn build(routes: &str) -> CompiledConfig {
     let opts = CompileOptions {
         metrics: None,
         default_timeout: Some(Duration::from_secs(15)),
+        plugins: None,
+        gateway_labels: Vec::new(),
     };
     compile(&resources(&snap), &Backends::new(), &opts, 1)
 }

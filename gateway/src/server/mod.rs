@@ -26,9 +26,14 @@ use crate::cli::{AccessLogFormat, ServeArgs};
 use crate::config::{CompileOptions, CompiledConfig};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::plugins::PluginManager;
+use crate::plugins::host::GatewayHost;
+use crate::plugins::stats::PluginCollector;
 use crate::reload::{ConfigSource, Reloader};
 use listeners::{ListenerManager, Shared};
 use proxy::Gateway;
+use wasmgate_fetcher::{Fetcher, FetcherOptions};
+use wasmgate_runtime::{Runtime, RuntimeOptions};
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains for at most the grace period.
 /// `on_ready` runs once the first configuration is live (the demo prints its instructions there).
@@ -90,6 +95,9 @@ async fn serve(
     });
     let listeners = Arc::new(ListenerManager::new(args.listen_address, shared.clone()));
 
+    let plugins = plugin_manager(&args, threads, &backends, &metrics)?;
+    let _purge = plugins.fetcher().spawn_purge_task();
+
     let reloader = Arc::new(tokio::sync::Mutex::new(Reloader::new(
         source,
         backends.clone(),
@@ -99,6 +107,8 @@ async fn serve(
         CompileOptions {
             metrics: Some(metrics.clone()),
             default_timeout: Some(args.upstream_timeout).filter(|d| !d.is_zero()),
+            plugins: Some(plugins.clone()),
+            gateway_labels: args.labels.clone(),
         },
     )));
     let dump_state = reloader.lock().await.dump_handle();
@@ -108,6 +118,7 @@ async fn serve(
         .with_context(|| format!("binding the admin server on {}", args.admin_addr))?;
     tracing::info!(addr = %args.admin_addr, "admin server listening");
     let dump = {
+        let plugins_dump = plugins.clone();
         let (live, backends, listeners, dump_state) = (
             live.clone(),
             backends.clone(),
@@ -116,6 +127,7 @@ async fn serve(
         );
         Arc::new(move || {
             let mut v = crate::config::dump(&live.load(), &backends);
+            v["plugins"] = plugins_dump.dump();
             v["listeners"] = serde_json::to_value(listeners.status()).unwrap_or_default();
             v["resources"] = dump_state.lock().clone();
             v
@@ -133,6 +145,12 @@ async fn serve(
 
     // First load: compile, bind, swap; then we are ready.
     reloader.lock().await.reload().await;
+    // Plugins load in the background; at startup only, wait for them (bounded) so "ready"
+    // means the configured chains run.
+    if plugins.loading() {
+        plugins.settle(limits::STARTUP_PLUGIN_WAIT).await;
+        reloader.lock().await.reapply().await;
+    }
     ready.store(true, Ordering::Release);
     tracing::info!(
         generation = live.load().generation,
@@ -165,6 +183,57 @@ async fn serve(
         tracing::info!("all connections closed");
     }
     Ok(())
+}
+
+/// The runtime (one VM per worker thread per plugin), the fetcher and their metrics.
+fn plugin_manager(
+    args: &ServeArgs,
+    threads: usize,
+    backends: &Arc<Backends>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Arc<PluginManager>> {
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let host = Arc::new(GatewayHost {
+        backends: backends.clone(),
+        tokio: tokio::runtime::Handle::current(),
+        node_id: format!("wasmgate~{}", std::process::id()),
+    });
+    let runtime = Runtime::new(
+        host,
+        RuntimeOptions {
+            slots: threads.max(1),
+            cache_dir: Some(cache_dir.join("compiled")),
+            ..RuntimeOptions::default()
+        },
+    )
+    .context("starting the Wasm runtime")?;
+    let mut fopts = FetcherOptions::new(cache_dir.join("modules"));
+    fopts.insecure_registries = args.insecure_registries.clone();
+    fopts.ca_bundle = args.ca_bundle.clone();
+    fopts.max_module_size = args.max_module_size;
+    let fetcher = Fetcher::new(fopts).context("opening the module cache")?;
+    fetcher
+        .register_metrics(metrics.registry())
+        .context("registering fetcher metrics")?;
+    let manager = PluginManager::new(runtime, fetcher);
+    metrics.register(Box::new(PluginCollector::new(manager.clone())));
+    Ok(manager)
+}
+
+/// `$XDG_CACHE_HOME/wasmgate`, else `~/.cache/wasmgate`, else `wasmgate-cache` in the temp dir.
+fn default_cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".cache"))
+        })
+        .map_or_else(
+            || std::env::temp_dir().join("wasmgate-cache"),
+            |d| d.join("wasmgate"),
+        )
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -18,6 +18,8 @@ use crate::backends::Backend;
 use crate::config::{CompiledConfig, SharedConfig};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::plugins::filter::{self, ChainRun};
+use crate::plugins::{Chain, ChainLink, PluginManager};
 use crate::routing::filters::{HeaderSink, RedirectInput};
 use crate::routing::host::normalize_host;
 use crate::routing::{RequestView, Rule};
@@ -39,6 +41,10 @@ pub struct RequestCtx {
     backend: Option<Arc<Backend>>,
     upstream: Option<SocketAddr>,
     connect_attempts: usize,
+    /// The WasmPlugin chain of this request, once its request headers ran (`None`: no plugin).
+    wasm: Option<Box<ChainRun>>,
+    /// A plugin answered the request itself: nothing else may be written.
+    replied: bool,
 }
 
 // Pingora requires the CTX to be Send + Sync; keep that a compile-time fact.
@@ -120,6 +126,8 @@ impl ProxyHttp for Gateway {
             backend: None,
             upstream: None,
             connect_attempts: 0,
+            wasm: None,
+            replied: false,
         }
     }
 
@@ -143,6 +151,7 @@ impl ProxyHttp for Gateway {
             );
         };
         let rule = entry.rule.clone();
+        let chains = entry.chains.clone();
         ctx.matched_prefix_len = entry.matcher.path.prefix_len();
 
         if let Some(redirect) = &rule.filters.redirect {
@@ -178,9 +187,41 @@ impl ProxyHttp for Gateway {
                 format!("route {route} has no backend with weight > 0"),
             );
         };
+        let chain = chains
+            .as_ref()
+            .and_then(|c| c.for_backend(backend))
+            .cloned();
         ctx.backend = Some(backend.clone());
         ctx.rule = Some(rule);
-        Ok(false)
+        match chain {
+            None => Ok(false),
+            Some(chain) => {
+                let scheme = if ctx.config.is_tls_port(port) {
+                    "https"
+                } else {
+                    "http"
+                };
+                let host = host.to_string();
+                run_request_chain(session, ctx, chain, scheme, &host).await
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(run) = ctx.wasm.as_mut().filter(|r| !r.no_request_body) else {
+            return Ok(());
+        };
+        if let Some(reply) = filter::body_chunk(run.streams.iter_mut(), body, end_of_stream, true) {
+            send_local_reply(session, ctx, reply).await?;
+            return Error::e_explain(PLUGIN_REPLIED, "a plugin answered the request");
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -287,7 +328,42 @@ impl ProxyHttp for Gateway {
                 .response_headers
                 .apply(&mut PingoraHeaders(resp));
         }
+        if let Some(run) = ctx.wasm.as_mut() {
+            let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
+            run_response_headers(run, resp, timeout).await?;
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(run) = ctx.wasm.as_mut() else {
+            return Ok(None);
+        };
+        if run.replace_body.is_some() {
+            *body = if end_of_stream {
+                run.replace_body.take()
+            } else {
+                None
+            };
+            return Ok(None);
+        }
+        if let Some(reply) =
+            filter::body_chunk(run.streams.iter_mut().rev(), body, end_of_stream, false)
+        {
+            // Headers are gone already; Envoy resets the stream in this case.
+            tracing::debug!(
+                status = reply.status,
+                "plugin local reply after response headers: stream reset"
+            );
+            return Error::e_explain(PLUGIN_REPLIED, "plugin local reply after response headers");
+        }
+        Ok(None)
     }
 
     /// The one place errors become responses (see [`errors::response_for`]).
@@ -297,6 +373,12 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if ctx.replied {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let (code, body, reuse) = errors::response_for(e);
         let route = ctx.rule.as_ref().map_or("", |r| &r.route);
         if code == 404 {
@@ -329,6 +411,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(mut run) = ctx.wasm.take() {
+            for s in &mut run.streams {
+                s.on_log();
+            }
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
         let route = ctx.rule.as_deref().map(|r| &*r.route);
@@ -353,4 +440,145 @@ impl ProxyHttp for Gateway {
             });
         }
     }
+}
+
+/// A plugin's local reply was written: the request ends without another response.
+const PLUGIN_REPLIED: pingora_error::ErrorType =
+    pingora_error::ErrorType::new_code("PluginReplied", 0);
+
+/// How long a paused plugin may hold the request: what remains of the route timeout.
+fn pause_timeout(rule: Option<&Rule>, start: Instant) -> Duration {
+    rule.and_then(|r| r.request_timeout)
+        .map_or(limits::PLUGIN_PAUSE_TIMEOUT, |t| {
+            t.saturating_sub(start.elapsed())
+        })
+}
+
+fn stream_info(session: &Session, ctx: &RequestCtx) -> wasmgate_runtime::StreamInfo {
+    let ds = session.as_downstream();
+    wasmgate_runtime::StreamInfo {
+        source: ds.client_addr().and_then(|a| a.as_inet()).copied(),
+        destination: ds.server_addr().and_then(|a| a.as_inet()).copied(),
+        protocol: if ds.is_http2() { "HTTP/2" } else { "HTTP/1.1" }.into(),
+        route_name: ctx.rule.as_ref().map(|r| r.route.to_string()),
+        cluster_name: ctx.backend.as_ref().map(|b| b.key.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// Runs the request-header callbacks of the chain, in order. `Ok(true)`: a plugin (or deny-all)
+/// answered and the response is written.
+async fn run_request_chain(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    chain: Chain,
+    scheme: &str,
+    host: &str,
+) -> Result<bool> {
+    let info = stream_info(session, ctx);
+    let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
+    let before = filter::request_list(session.req_header(), scheme, host);
+    let eos = session.as_downstream_mut().is_body_empty();
+    let mut headers = before.clone();
+    ctx.wasm = Some(Box::new(ChainRun::new(chain.clone())));
+    for link in chain.iter() {
+        let run = ctx.wasm.as_mut().expect("set above");
+        let a = match link {
+            ChainLink::DenyAll(d) => {
+                PluginManager::count_deny(d);
+                send_local_reply(session, ctx, filter::deny_all_reply()).await?;
+                return Ok(true);
+            }
+            ChainLink::Run(a) => a,
+        };
+        run.streams.push(a.plugin.new_stream(info.clone()));
+        let s = run.streams.last_mut().expect("pushed");
+        let mut out = s.on_request_headers(&mut headers, eos);
+        if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
+            out = match tokio::time::timeout(timeout, s.resumed()).await {
+                Ok(o) => o,
+                Err(_) => {
+                    return Error::e_explain(
+                        errors::REQUEST_TIMEOUT,
+                        format!("plugin {} held the request past the route timeout", a.name),
+                    );
+                }
+            };
+            if out.local_reply.is_none()
+                && out.action == wasmgate_runtime::Action::Continue
+                && let Some(h) = s.request_headers()
+            {
+                headers = h;
+            }
+        }
+        if let Some(reply) = out.local_reply {
+            send_local_reply(session, ctx, reply).await?;
+            return Ok(true);
+        }
+        if out.action == wasmgate_runtime::Action::Close {
+            ctx.replied = true;
+            return Error::e_explain(
+                PLUGIN_REPLIED,
+                format!("plugin {} closed the stream", a.name),
+            );
+        }
+    }
+    filter::apply_request(session.req_header_mut(), &before, &headers);
+    if let Some(run) = ctx.wasm.as_mut() {
+        run.no_request_body = eos;
+    }
+    Ok(false)
+}
+
+/// Sends a plugin's local reply through the response callbacks of the plugins that ran.
+async fn send_local_reply(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    reply: wasmgate_runtime::LocalReply,
+) -> Result<()> {
+    ctx.replied = true;
+    let streams = ctx
+        .wasm
+        .as_mut()
+        .map_or(&mut [][..], |r| &mut r.streams[..]);
+    let (resp, body) = filter::local_reply_response(streams, reply);
+    let empty = body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Response-header callbacks, in reverse chain order. A local reply here replaces the response.
+async fn run_response_headers(
+    run: &mut ChainRun,
+    resp: &mut ResponseHeader,
+    timeout: Duration,
+) -> Result<()> {
+    let before = filter::response_list(resp);
+    let mut list = before.clone();
+    let n = run.streams.len();
+    for i in (0..n).rev() {
+        let s = &mut run.streams[i];
+        let mut out = s.on_response_headers(&mut list, false);
+        if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
+            out = tokio::time::timeout(timeout, s.resumed())
+                .await
+                .map_err(|_| Error::explain(errors::REQUEST_TIMEOUT, "plugin held the response"))?;
+            if out.local_reply.is_none()
+                && let Some(h) = s.response_headers()
+            {
+                list = h;
+            }
+        }
+        if let Some(reply) = out.local_reply {
+            let (new, body) = filter::local_reply_response(&mut [], reply);
+            *resp = new;
+            run.replace_body = Some(body);
+            return Ok(());
+        }
+    }
+    filter::apply_response(resp, &before, &list);
+    Ok(())
 }

@@ -1,0 +1,140 @@
+//! The gateway side of the runtime's [`Host`] seam: logs through `tracing`, HTTP calls to the
+//! gateway's backends on tokio, and host-level properties.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmgate_runtime::{
+    CallCompletion, CallResponse, GrpcCall, HeaderList, Host, HttpCall, LogLevel, Status,
+};
+
+use crate::backends::{Backend, Backends};
+
+/// The gateway's [`Host`]. Needs the tokio runtime handle: calls may be dispatched from the
+/// runtime's timer thread (`proxy_on_tick`), which is not a tokio thread.
+pub struct GatewayHost {
+    pub backends: Arc<Backends>,
+    pub tokio: tokio::runtime::Handle,
+    /// `xds.node.id`.
+    pub node_id: String,
+}
+
+impl Host for GatewayHost {
+    fn log(&self, plugin: &str, level: LogLevel, message: &str) {
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "wasm", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "wasm", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "wasm", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "wasm", plugin, "{message}"),
+            _ => tracing::error!(target: "wasm", plugin, "{message}"),
+        }
+    }
+
+    fn property(&self, path: &[&[u8]]) -> Option<Vec<u8>> {
+        match path {
+            [b"xds", b"node", b"id"] | [b"node", b"id"] => Some(self.node_id.clone().into_bytes()),
+            [b"xds", b"node", b"cluster"] | [b"node", b"cluster"] => Some(b"wasmgate".to_vec()),
+            _ => None,
+        }
+    }
+
+    fn dispatch_http_call(&self, call: HttpCall, done: CallCompletion) -> Result<(), Status> {
+        let backend = find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
+        self.tokio.spawn(async move {
+            let timeout = call.timeout.unwrap_or(crate::limits::PLUGIN_PAUSE_TIMEOUT);
+            match tokio::time::timeout(timeout, http_call(&backend, call)).await {
+                Ok(Ok(resp)) => done.complete(resp),
+                Ok(Err(e)) => {
+                    tracing::debug!(upstream = %backend.key.name, error = %e, "plugin http call failed");
+                    done.fail();
+                }
+                Err(_) => done.fail(),
+            }
+        });
+        Ok(())
+    }
+
+    fn dispatch_grpc_call(&self, call: GrpcCall, done: CallCompletion) -> Result<(), Status> {
+        // gRPC calls from plugins are not implemented yet: an unknown upstream answers
+        // BadArgument as Envoy does; a known one fails the call (14 UNAVAILABLE to the plugin).
+        find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
+        tracing::warn!(upstream = %call.upstream, "gRPC calls from plugins are not supported yet");
+        drop(done);
+        Ok(())
+    }
+}
+
+/// Resolves an upstream as plugins name it: a backend name, `name:port`, or Istio's cluster name
+/// `outbound|PORT||HOST` (HOST's first label is the name, e.g. `httpbin.default.svc.cluster.local`).
+pub fn find_upstream(backends: &Backends, upstream: &str) -> Option<Arc<Backend>> {
+    let (name, port, ns) = if let Some(rest) = upstream.strip_prefix("outbound|") {
+        let mut parts = rest.splitn(3, '|');
+        let port: u16 = parts.next()?.parse().ok()?;
+        let _subset = parts.next()?;
+        let host = parts.next()?.trim_start_matches('|');
+        let mut labels = host.split('.');
+        let name = labels.next()?;
+        (
+            name.to_owned(),
+            Some(port),
+            labels.next().map(str::to_owned),
+        )
+    } else if let Some((n, p)) = upstream.rsplit_once(':') {
+        (n.to_owned(), Some(p.parse().ok()?), None)
+    } else {
+        (upstream.to_owned(), None, None)
+    };
+    let mut all = backends.all();
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    all.into_iter().find(|b| {
+        b.key.name == name
+            && port.is_none_or(|p| p == b.key.port)
+            && ns.as_deref().is_none_or(|n| n == b.key.namespace)
+    })
+}
+
+async fn http_call(backend: &Backend, call: HttpCall) -> anyhow::Result<CallResponse> {
+    let addr = backend
+        .pick()
+        .ok_or_else(|| anyhow::anyhow!("backend has no address"))?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let h = &call.headers;
+    let method = h.get(":method").unwrap_or(b"GET");
+    let path = h.get(":path").unwrap_or(b"/");
+    let mut req = http::Request::builder()
+        .method(http::Method::from_bytes(method)?)
+        .uri(std::str::from_utf8(path)?);
+    if let Some(a) = h.get(":authority") {
+        req = req.header(http::header::HOST, a);
+    }
+    for (k, v) in h.iter().filter(|(k, _)| !k.starts_with(b":")) {
+        req = req.header(k, v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(call.body)))?)
+        .await?;
+    let mut headers = HeaderList::new();
+    headers.push(":status", resp.status().as_str());
+    for (k, v) in resp.headers() {
+        headers.push(k.as_str(), v.as_bytes());
+    }
+    let collected = resp.into_body().collect().await?;
+    let trailers = collected
+        .trailers()
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| (k.as_str(), v.as_bytes().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(CallResponse {
+        headers,
+        body: collected.to_bytes().to_vec(),
+        trailers,
+        ..CallResponse::default()
+    })
+}
