@@ -26,27 +26,36 @@ pub struct Registry {
 impl Registry {
     /// Starts an anonymous registry and waits until it listens.
     pub fn start() -> Self {
-        Self::start_with(None, None)
+        Self::start_with(None, None, None)
     }
 
     /// Starts a registry that requires `user`/`password` (bcrypt htpasswd, from `apache2-utils`).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
-        Self::start_with(Some((user.to_owned(), password.to_owned())), None)
+        Self::start_with(Some((user.to_owned(), password.to_owned())), None, None)
     }
 
     /// Starts a registry speaking only HTTPS with this certificate chain and key (PEM). rustls
     /// refuses a self-signed CA:TRUE certificate as a server's: sign a leaf with a test CA.
     pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Self {
-        Self::start_with(None, Some((cert_pem, key_pem)))
+        Self::start_with(None, Some((cert_pem, key_pem)), None)
     }
 
-    fn start_with(basic_auth: Option<(String, String)>, tls: Option<(&str, &str)>) -> Self {
+    /// Starts an anonymous registry on a given port (e.g. one a gateway already fails to reach).
+    pub fn start_on_port(port: u16) -> Self {
+        Self::start_with(None, None, Some(port))
+    }
+
+    fn start_with(
+        basic_auth: Option<(String, String)>,
+        tls: Option<(&str, &str)>,
+        port: Option<u16>,
+    ) -> Self {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: run `apt-get install -y docker-registry apache2-utils`"
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let mut yaml = format!(
             "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\n\
              storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
