@@ -119,7 +119,7 @@ async fn modules_over_oci_with_and_without_credentials_and_over_http() {
         ],
     )
     .await;
-    let r = eventually(WAIT, "all three fetched plugins run", || async {
+    eventually(WAIT, "all three fetched plugins run", || async {
         let r = client()
             .get(format!("http://127.0.0.1:{port}/"))
             .send()
@@ -133,7 +133,6 @@ async fn modules_over_oci_with_and_without_credentials_and_over_http() {
         .then_some(())
     })
     .await;
-    let _ = r;
     let dump = gw.config_dump().await;
     assert_eq!(
         dump["plugins"]["default.oci"]["digest"],
