@@ -8,7 +8,9 @@ generation first shows up in the response header. Prints one line of key=value r
 
   swaps            files written
   observed         generations seen in a response (others were superseded before taking effect)
-  lat_p50_ms ...   write -> first response carrying that generation, over observed generations
+  lag_p50_ms ...   write -> first response carrying that generation or a newer one, over every
+                   write: how long the gateway kept serving a config older than the file's
+  unapplied        writes never reflected in a response (not even by a newer generation)
   final_ms         last write -> first response carrying it (no write after it); -1 if never seen
   polls, poll_errors   poller requests, and those without a 200 or with a transport error
   reloads          change of wasmgate_config_reloads_total{result="success"} (-1 if not exported)
@@ -127,14 +129,17 @@ def main():
     reloads_before = reloads(args.admin)
     written = {}      # gen -> monotonic time of its write
     first_seen = {}   # gen -> monotonic time of the first response carrying it
+    lag = {}          # gen -> seconds from its write to a response carrying it or a newer gen
     rss_10 = -1
 
     def poll_once():
         value = poller.get()
         if value is not None and value.isdigit():
-            gen = int(value)
+            gen, now = int(value), time.monotonic()
             if gen in written and gen not in first_seen:
-                first_seen[gen] = time.monotonic()
+                first_seen[gen] = now
+            for g in range(len(lag) + 1, min(gen, len(written)) + 1):
+                lag[g] = now - written[g]
         return value
 
     next_write = time.monotonic()
@@ -157,13 +162,14 @@ def main():
     rss_after = rss_kib(args.pid)
     reloads_after = reloads(args.admin)
 
-    lat = [(first_seen[g] - written[g]) * 1000 for g in first_seen]
+    lags = [v * 1000 for v in lag.values()]
     out = {
         "swaps": n,
-        "observed": len(lat),
-        "lat_p50_ms": f"{statistics.median(lat):.1f}" if lat else "-1",
-        "lat_p90_ms": f"{pct(lat, 90):.1f}" if lat else "-1",
-        "lat_max_ms": f"{max(lat):.1f}" if lat else "-1",
+        "observed": len(first_seen),
+        "lag_p50_ms": f"{statistics.median(lags):.1f}" if lags else "-1",
+        "lag_p90_ms": f"{pct(lags, 90):.1f}" if lags else "-1",
+        "lag_max_ms": f"{max(lags):.1f}" if lags else "-1",
+        "unapplied": n - len(lags),
         "final_ms": f"{final_ms:.1f}",
         "polls": poller.polls,
         "poll_errors": poller.errors,
