@@ -1,0 +1,91 @@
+//! The gateway's host services to plugins: HTTP calls to named upstreams (backend name,
+//! `name:port`, Istio cluster names; unknown ⇒ BadArgument), properties, and refusal of
+//! `type: NETWORK` plugins.
+
+use std::time::Duration;
+
+use wasmgate_e2e::*;
+
+fn dist(name: &str) -> String {
+    format!(
+        "file://{}/../plugins/dist/{name}.wasm",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+async fn get(port: u16, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = client().get(format!("http://127.0.0.1:{port}/x?q=1"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("request");
+    let (s, h) = (r.status().as_u16(), r.headers().clone());
+    (s, h, r.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_calls_properties_and_network_plugins() {
+    let up = Upstream::start("a").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write("services.yaml", &service_yaml("a", 80, &[up.addr]));
+    dir.write(
+        "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /x}}]\n    backendRefs: [{name: a, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /net}}]\n    backendRefs: [{name: a, port: 80}]\n",
+    );
+    dir.write(
+        "hostcalls.yaml",
+        &format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: hostcalls}}\nspec:\n  url: {}\n  targetRefs: [{{kind: HTTPRoute, group: gateway.networking.k8s.io, name: r}}]\n",
+            dist("hostcalls")
+        ),
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    let gw = Gateway::start_with(
+        &dir,
+        &["--cache-dir", cache.path().to_str().expect("utf-8")],
+    )
+    .await;
+
+    let hits = up.hits();
+    for upstream in ["a", "a:80", "outbound|80||a.default.svc.cluster.local"] {
+        let (s, h, body) = get(port, &[("x-test", "http-call"), ("x-upstream", upstream)]).await;
+        assert_eq!(s, 200, "{upstream}: {body}");
+        assert_eq!(h["x-call-status"], "200", "{upstream}");
+    }
+    // Each call reached the upstream, plus the proxied requests themselves.
+    assert!(up.hits() >= hits + 6, "{} -> {}", hits, up.hits());
+    let (s, _, body) = get(port, &[("x-test", "http-call"), ("x-upstream", "nope")]).await;
+    assert_eq!(s, 500);
+    assert!(body.contains("BadArgument"), "{body}");
+
+    let (s, h, _) = get(port, &[("x-test", "properties")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-prop-request-path"], "/x?q=1");
+    assert_eq!(h["x-prop-plugin-name"], "default.hostcalls");
+    assert_eq!(h["x-prop-xds-route-name"], "default/r");
+    assert_eq!(h["x-prop-xds-cluster-name"], "a");
+
+    // type: NETWORK is refused: the plugin is marked failed and (FAIL_CLOSE) denies its traffic.
+    dir.write(
+        "net.yaml",
+        &format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: net}}\nspec:\n  url: {}\n  type: NETWORK\n",
+            dist("header-append")
+        ),
+    );
+    let state = eventually(
+        Duration::from_secs(30),
+        "NETWORK plugin refused",
+        || async {
+            let d = gw.config_dump().await;
+            let s = d["plugins"]["default.net"]["state"].as_str()?.to_owned();
+            Some(s)
+        },
+    )
+    .await;
+    assert!(state.contains("NETWORK is not supported yet"), "{state}");
+    let (s, _, body) = get(port, &[]).await;
+    assert_eq!((s, body.as_str()), (403, "RBAC: access denied"));
+}
