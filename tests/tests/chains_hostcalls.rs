@@ -67,6 +67,29 @@ async fn http_calls_properties_and_network_plugins() {
     assert_eq!(h["x-prop-xds-route-name"], "default/r");
     assert_eq!(h["x-prop-xds-cluster-name"], "a");
 
+    // Bodies: buffered request body, rewritten response body, local replies from later phases.
+    let post = |test: &'static str| {
+        client()
+            .post(format!("http://127.0.0.1:{port}/x"))
+            .header("x-test", test)
+            .body("hello body")
+            .send()
+    };
+    let r = post("request-body-buffer").await.expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-req-body"], "hello body");
+    assert_eq!(r.headers()["x-req-body-size"], "10");
+    let r = post("local-reply-request-body").await.expect("post");
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.text().await.expect("body"), "local reply from request body");
+    let (s, _, body) = get(port, &[("x-test", "response-body-buffer")]).await;
+    assert_eq!(s, 200);
+    assert!(body.starts_with("hostcalls saw "), "{body}");
+    assert!(body.contains("\"upstream\":\"a\""), "{body}");
+    let (s, h, body) = get(port, &[("x-test", "local-reply-response-headers")]).await;
+    assert_eq!((s, body.as_str()), (418, "local reply from response headers"));
+    assert_eq!(h["x-local-reply"], "response-headers");
+
     // type: NETWORK is refused: the plugin is marked failed and (FAIL_CLOSE) denies its traffic.
     dir.write(
         "net.yaml",
