@@ -397,9 +397,14 @@ async fn hostile_traps_follow_the_fail_strategy() {
             dist("hostile")
         )
     };
+    let reload = format!(
+        "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: h-reload}}\nspec:\n  url: {}\n  failStrategy: FAIL_RELOAD\n  targetRefs: [{{kind: HTTPRoute, group: gateway.networking.k8s.io, name: rc}}]\n",
+        dist("hostile")
+    );
     let s = setup(&[
         ("close.yaml", hostile("h-close", "FAIL_CLOSE", "a")),
         ("open.yaml", hostile("h-open", "FAIL_OPEN", "b")),
+        ("reload.yaml", reload),
     ])
     .await;
     let trap = [("x-hostile", "panic_in=on_request_headers")];
@@ -421,4 +426,23 @@ async fn hostile_traps_follow_the_fail_strategy() {
     let r = get(s.port, "/b", &trap).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(get(s.port, "/b", &[]).await.status, 200);
+    // FAIL_RELOAD: 503 for the trapping request, then a fresh VM serves again after the backoff.
+    // Both worker VMs may need a trap; keep going until a clean request passes.
+    let r = get(s.port, "/c", &trap).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    eventually(WAIT, "a fresh VM after the reload backoff", || async {
+        (get(s.port, "/c", &[]).await.status == 200).then_some(())
+    })
+    .await;
+    let (_, m) = s.gw.admin_get("/metrics").await;
+    let reloads: f64 = m
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "wasmgate_plugin_fail_strategy_total{action=\"reload\",plugin=\"default.h-reload\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(reloads >= 1.0, "{m}");
 }
