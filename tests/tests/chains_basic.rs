@@ -281,6 +281,17 @@ async fn targeting_modes_select_the_right_traffic() {
                 "  targetRefs: [{kind: HTTPRoute, group: gateway.networking.k8s.io, name: ra}]\n",
             ),
         ),
+        // The root namespace applies everywhere; another namespace only to its own workloads.
+        (
+            "t12.yaml",
+            appender("root", "root", "")
+                .replace("name: root}", "name: root, namespace: istio-system}"),
+        ),
+        (
+            "t13.yaml",
+            appender("elsewhere", "elsewhere", "")
+                .replace("name: elsewhere}", "name: elsewhere, namespace: other}"),
+        ),
         // Nothing matches these.
         (
             "t8.yaml",
@@ -307,9 +318,16 @@ async fn targeting_modes_select_the_right_traffic() {
     ])
     .await;
     // Same phase and priority: ordered by creation (first seen), then name. Compare as sets.
-    let want_a = ["backend-a", "gw-default", "gw-label", "ref-gw", "ref-route"];
-    let want_b = ["gw-default", "gw-label", "ref-gw", "ref-svc"];
-    let want_c = ["backend-c", "gw-default", "gw-label", "ref-gw"];
+    let want_a = [
+        "backend-a",
+        "gw-default",
+        "gw-label",
+        "ref-gw",
+        "ref-route",
+        "root",
+    ];
+    let want_b = ["gw-default", "gw-label", "ref-gw", "ref-svc", "root"];
+    let want_c = ["backend-c", "gw-default", "gw-label", "ref-gw", "root"];
     for (path, want) in [
         ("/a", &want_a[..]),
         ("/b", &want_b[..]),
@@ -408,14 +426,18 @@ async fn hostile_traps_follow_the_fail_strategy() {
     ])
     .await;
     let trap = [("x-hostile", "panic_in=on_request_headers")];
-    eventually(WAIT, "hostile loaded on /a", || async {
-        let r = get(s.port, "/a", &trap).await;
-        (r.status == 503).then_some(())
+    // FAIL_CLOSE: a trapping request gets 503, and a failed VM answers 503 from then on. There
+    // is one VM per worker thread, so trap until a clean request lands on a failed one.
+    let r = get(s.port, "/a", &trap).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    eventually(WAIT, "clean requests refused by a failed VM", || async {
+        if get(s.port, "/a", &[]).await.status == 503 {
+            return Some(());
+        }
+        assert_eq!(get(s.port, "/a", &trap).await.status, 503);
+        None
     })
     .await;
-    // FAIL_CLOSE: the failed VM answers 503 from now on.
-    let r = get(s.port, "/a", &[]).await;
-    assert_eq!(r.status, 503, "{}", r.body);
     // FAIL_OPEN: the trap skips the plugin; the request goes on.
     eventually(WAIT, "hostile loaded on /b", || async {
         let (_, m) = s.gw.admin_get("/metrics").await;

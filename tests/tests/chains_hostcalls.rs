@@ -81,13 +81,19 @@ async fn http_calls_properties_and_network_plugins() {
     assert_eq!(r.headers()["x-req-body-size"], "10");
     let r = post("local-reply-request-body").await.expect("post");
     assert_eq!(r.status(), 418);
-    assert_eq!(r.text().await.expect("body"), "local reply from request body");
+    assert_eq!(
+        r.text().await.expect("body"),
+        "local reply from request body"
+    );
     let (s, _, body) = get(port, &[("x-test", "response-body-buffer")]).await;
     assert_eq!(s, 200);
     assert!(body.starts_with("hostcalls saw "), "{body}");
     assert!(body.contains("\"upstream\":\"a\""), "{body}");
     let (s, h, body) = get(port, &[("x-test", "local-reply-response-headers")]).await;
-    assert_eq!((s, body.as_str()), (418, "local reply from response headers"));
+    assert_eq!(
+        (s, body.as_str()),
+        (418, "local reply from response headers")
+    );
     assert_eq!(h["x-local-reply"], "response-headers");
 
     // type: NETWORK is refused: the plugin is marked failed and (FAIL_CLOSE) denies its traffic.

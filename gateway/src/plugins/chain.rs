@@ -64,16 +64,24 @@ pub struct Target<'a> {
     pub backend_labels: &'a BTreeMap<String, String>,
 }
 
-/// Whether `wp` applies to requests at `t`.
+/// Istio's root namespace: a WasmPlugin there applies in every namespace.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// Whether `wp` applies to requests at `t`. As Istio, a plugin outside the root namespace only
+/// applies to workloads of its own namespace: the Gateway's, or (for backend targeting) the
+/// backend's.
 pub fn applies(wp: &conf::WasmPlugin, t: &Target<'_>) -> bool {
     let spec = &wp.spec;
     if !spec.matches_gateway_port(t.port) {
         return false;
     }
-    if spec.is_untargeted() {
-        return true;
-    }
     let plugin_ns = &wp.metadata.namespace;
+    let root = plugin_ns == ROOT_NAMESPACE;
+    let gateway_in_scope = |gns: &str| root || plugin_ns == gns;
+    let backend_in_scope = root || *plugin_ns == t.backend.key.namespace;
+    if spec.is_untargeted() {
+        return t.gateways.iter().any(|(gns, _, _)| gateway_in_scope(gns)) || backend_in_scope;
+    }
     if !spec.target_refs.is_empty() {
         return spec.target_refs.iter().any(|r| {
             let ns = r.namespace.as_deref().unwrap_or(plugin_ns);
@@ -92,8 +100,10 @@ pub fn applies(wp: &conf::WasmPlugin, t: &Target<'_>) -> bool {
     }
     match &spec.selector {
         Some(sel) => {
-            t.gateways.iter().any(|(_, _, labels)| sel.matches(labels))
-                || sel.matches(t.backend_labels)
+            t.gateways
+                .iter()
+                .any(|(gns, _, labels)| gateway_in_scope(gns) && sel.matches(labels))
+                || (backend_in_scope && sel.matches(t.backend_labels))
         }
         None => true,
     }
