@@ -67,6 +67,21 @@ async fn http_calls_properties_and_network_plugins() {
     assert_eq!(h["x-prop-xds-route-name"], "default/r");
     assert_eq!(h["x-prop-xds-cluster-name"], "a");
 
+    // Plugin-defined metrics and per-plugin callback histograms on /metrics.
+    let (s, h, _) = get(port, &[("x-test", "metrics")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-metric-gauge"], "40");
+    let (_, m) = gw.admin_get("/metrics").await;
+    for want in [
+        "hostcalls_requests_total ",
+        "hostcalls_gauge 40",
+        "hostcalls_histogram_bucket{le=\"10\"} 1",
+        "hostcalls_histogram_count 2",
+        "wasmgate_plugin_callback_seconds_count{plugin=\"default.hostcalls\"}",
+    ] {
+        assert!(m.contains(want), "{want} missing in:\n{m}");
+    }
+
     // Bodies: buffered request body, rewritten response body, local replies from later phases.
     let post = |test: &'static str| {
         client()

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricType};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use wasmgate_runtime::{CALLBACK_SECONDS_BOUNDS, HISTOGRAM_BOUNDS, MetricValue};
 
 use super::PluginManager;
@@ -22,8 +23,6 @@ struct Families {
     local_replies: IntCounterVec,
     traps: IntCounterVec,
     fail_actions: IntCounterVec,
-    callback_seconds: GaugeVec,
-    callback_count: IntGaugeVec,
     vms: IntGaugeVec,
     memory: IntGaugeVec,
     deny_all: IntCounterVec,
@@ -53,19 +52,6 @@ fn families() -> Families {
             "Fail strategy applications, per plugin and action (close, open, reload, reload_failure, reload_backoff).",
             &["plugin", "action"],
         ),
-        callback_seconds: GaugeVec::new(
-            Opts::new(
-                "wasmgate_plugin_callback_seconds_sum",
-                "Time spent in guest callbacks, per plugin.",
-            ),
-            &["plugin"],
-        )
-        .expect("static"),
-        callback_count: g(
-            "wasmgate_plugin_callback_seconds_bucket",
-            "Guest callbacks by duration bucket (cumulative, le in seconds).",
-            &["plugin", "le"],
-        ),
         vms: g("wasmgate_plugin_vms", "Live VMs, per plugin.", &["plugin"]),
         memory: g(
             "wasmgate_plugin_memory_bytes",
@@ -87,8 +73,6 @@ impl Families {
             &self.local_replies,
             &self.traps,
             &self.fail_actions,
-            &self.callback_seconds,
-            &self.callback_count,
             &self.vms,
             &self.memory,
             &self.deny_all,
@@ -122,6 +106,7 @@ impl Collector for PluginCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let f = families();
         let (active, denies) = self.manager.snapshot();
+        let mut callbacks = Vec::new();
         for a in &active {
             let s = a.plugin.stats();
             let p = &*a.name;
@@ -141,19 +126,12 @@ impl Collector for PluginCollector {
             ] {
                 f.fail_actions.with_label_values(&[p, action]).inc_by(n);
             }
-            f.callback_seconds
-                .with_label_values(&[p])
-                .set(s.callback_seconds_sum);
-            let mut cumulative = 0;
-            for (i, n) in s.callback_seconds_buckets.iter().enumerate() {
-                cumulative += n;
-                let le = CALLBACK_SECONDS_BOUNDS
-                    .get(i)
-                    .map_or("+Inf".to_owned(), |b| b.to_string());
-                f.callback_count
-                    .with_label_values(&[p, &le])
-                    .set(cumulative as i64);
-            }
+            callbacks.push(histogram_metric(
+                &[("plugin", p)],
+                &CALLBACK_SECONDS_BOUNDS,
+                &s.callback_seconds_buckets,
+                s.callback_seconds_sum,
+            ));
             f.vms.with_label_values(&[p]).set(s.vms as i64);
             f.memory.with_label_values(&[p]).set(s.memory_bytes as i64);
         }
@@ -163,6 +141,13 @@ impl Collector for PluginCollector {
                 .inc_by(d.denied.load(Ordering::Relaxed));
         }
         let mut out: Vec<MetricFamily> = f.all().into_iter().flat_map(|c| c.collect()).collect();
+        if !callbacks.is_empty() {
+            out.push(histogram_family(
+                "wasmgate_plugin_callback_seconds",
+                "Time spent in each guest callback, per plugin.",
+                callbacks,
+            ));
+        }
         out.extend(guest_metrics(&self.manager));
         out
     }
@@ -184,20 +169,9 @@ fn guest_metrics(manager: &PluginManager) -> Vec<MetricFamily> {
                 m.collect()
             }),
             MetricValue::Histogram(h) => {
-                // Re-observe at bucket bounds: the exposition only needs counts per bucket.
                 let bounds: Vec<f64> = HISTOGRAM_BOUNDS.iter().map(|b| *b as f64).collect();
-                HistogramVec::new(HistogramOpts::new(&n, help).buckets(bounds.clone()), &[]).map(
-                    |m| {
-                        let hist = m.with_label_values(&[] as &[&str]);
-                        for (i, count) in h.buckets.iter().enumerate() {
-                            let at = bounds.get(i).copied().unwrap_or(f64::MAX);
-                            for _ in 0..(*count).min(100_000) {
-                                hist.observe(at);
-                            }
-                        }
-                        m.collect()
-                    },
-                )
+                let m = histogram_metric(&[], &bounds, &h.buckets, h.sum as f64);
+                Ok(vec![histogram_family(&n, help, vec![m])])
             }
         };
         match families {
@@ -206,4 +180,49 @@ fn guest_metrics(manager: &PluginManager) -> Vec<MetricFamily> {
         }
     }
     out
+}
+
+/// One histogram sample from per-bucket counts (not cumulative; one more than `bounds`: the
+/// overflow bucket), as the runtime keeps them.
+fn histogram_metric(labels: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum: f64) -> Metric {
+    let mut cumulative = 0;
+    let buckets = bounds
+        .iter()
+        .zip(counts)
+        .map(|(bound, n)| {
+            cumulative += n;
+            let mut b = Bucket::default();
+            b.set_upper_bound(*bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let total: u64 = counts.iter().sum();
+    let mut h = Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(total);
+    h.set_sample_sum(sum);
+    let mut m = Metric::default();
+    m.set_label(
+        labels
+            .iter()
+            .map(|(k, v)| {
+                let mut l = LabelPair::default();
+                l.set_name((*k).to_owned());
+                l.set_value((*v).to_owned());
+                l
+            })
+            .collect(),
+    );
+    m.set_histogram(h);
+    m
+}
+
+fn histogram_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(MetricType::HISTOGRAM);
+    f.set_metric(metrics);
+    f
 }
