@@ -1,8 +1,10 @@
 //! The compiled configuration: everything a request needs, built from the resources in force by
 //! one function, [`compile`], and published as an immutable snapshot (`ArcSwap`).
 //!
-//! The plugin-chain issue extends [`CompiledConfig`] (per-rule WasmPlugin chains, gateway labels)
-//! and [`compile`] (build and canary the chains); requests already take the whole snapshot once.
+//! WasmPlugin chains are part of the snapshot: [`compile`] asks the
+//! [`PluginManager`] what runs for each WasmPlugin (loading new
+//! versions in the background, off this path) and gives every (port, rule, backend) its chain.
+//! Requests take the whole snapshot once, so they finish on the chains they started with.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

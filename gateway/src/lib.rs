@@ -6,8 +6,9 @@
 //! immutable snapshot), [`reload`] (directory watch, last-good store, swap), [`backends`]
 //! (addresses and load balancing), [`admin`] (ready/health/metrics/config_dump), [`metrics`],
 //! [`access_log`], [`tls`], [`demo`], [`validate`].
-//! The Wasm runtime (`wasmgate-runtime`) and fetcher (`wasmgate-fetcher`) are wired in by the
-//! plugin-chain issue: per-rule chains hang off [`routing::Rule`] and are built in [`config::compile`].
+//! [`plugins`] wires the Wasm runtime (`wasmgate-runtime`) and the fetcher (`wasmgate-fetcher`):
+//! WasmPlugin chains are built per (port, rule, backend) in [`config::compile`], hang off
+//! [`routing::Entry`], and run in [`server::proxy`].
 
 #![forbid(unsafe_code)]
 

@@ -178,6 +178,10 @@ impl PluginManager {
         if e.active.as_ref().is_some_and(|a| a.key == key) {
             e.wanted = key;
             e.wanted_error = None;
+            // Back to the version in force: a load of another version is no longer wanted.
+            if let Some(t) = e.task.take() {
+                t.abort();
+            }
             return Resolved::Run(e.active.clone().expect("checked"));
         }
         if e.wanted != key {
