@@ -303,11 +303,18 @@ def targets(workers, loads, swaps, hs, mem, cold):
             md.append(f"| basic-auth ≥ nginx `auth_basic` | {n} | {r:.2f}× | {verdict(r >= 1)} |")
         else:
             md.append(f"| basic-auth ≥ nginx `auth_basic` | {n} | not measured | n/a |")
+        if ba and wg:
+            md.append(f"| (CPU added by basic-auth per request) | {n} | "
+                      f"{(ba.cpu - wg.cpu) * 10:,.1f} µs | |")
         if ch and wg:
             r = ch.rps / wg.rps
             per = (ch.p99 - wg.p99) / 5
+            cpu = (ch.cpu - wg.cpu) * 10 / 5   # s per 100k requests -> µs per request, per plugin
             md.append(f"| 5-plugin chain ≥ 0.75× wasmgate | {n} | {r:.2f}× | {verdict(r >= 0.75)} |")
-            md.append(f"| p99 added per plugin ≤ 50 µs | {n} | {per:,.0f} µs | {verdict(per <= 50)} |")
+            # Under saturating closed-loop load p99 is mostly queueing, so a difference of p99s
+            # does not isolate what a plugin adds; the CPU each plugin adds per request does.
+            md.append(f"| p99 added per plugin ≤ 50 µs | {n} | not isolated at saturation (p99 difference / 5 "
+                      f"= {per:,.0f} µs); CPU added per plugin per request: {cpu:,.1f} µs | n/a |")
         else:
             md.append(f"| 5-plugin chain ≥ 0.75× wasmgate; ≤ 50 µs p99 per plugin | {n} | not measured | n/a |")
 
@@ -328,8 +335,11 @@ def targets(workers, loads, swaps, hs, mem, cold):
         if long_run:
             r = long_run[0]
             growth = (r["rss_after_kib"] - r["rss_10pct_kib"]) / 1024
+            reloads = r.get("reloads", -1)
+            applied = "reloads not counted" if reloads == -1 else f"{reloads:,} reloads applied"
             md.append(f"| hot swap: RSS flat over {r['swaps']:,} swaps | {r['workers']} | "
-                      f"{growth:+.1f} MiB from 10% to the end | {verdict(growth <= 2)} |")
+                      f"{growth:+.1f} MiB from 10% to the end ({applied}) "
+                      f"| {verdict(growth <= 2) if reloads >= r['swaps'] // 2 else 'n/a (swaps not applied)'} |")
     else:
         md.append("| hot swap (zero failed, ≤ 500 ms, RSS flat) | | not measured | n/a |")
 
