@@ -214,13 +214,40 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
         let Some(run) = ctx.wasm.as_mut().filter(|r| !r.no_request_body) else {
             return Ok(());
         };
-        if let Some(reply) = filter::body_chunk(run.streams.iter_mut(), body, end_of_stream, true) {
+        let mut data = body.take().unwrap_or_default();
+        let mut reply = None;
+        for s in run.streams.iter_mut() {
+            let mut out = s.on_request_body(&mut data, end_of_stream);
+            if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
+                if !end_of_stream {
+                    // The runtime keeps the chunk; the next one is offered together with it.
+                    return Ok(());
+                }
+                // Paused at the end of the body (e.g. waiting on an HTTP call): wait for it.
+                out = tokio::time::timeout(timeout, s.resumed())
+                    .await
+                    .map_err(|_| {
+                        Error::explain(errors::REQUEST_TIMEOUT, "plugin held the request body")
+                    })?;
+                if out.local_reply.is_none() {
+                    data = s.take_buffered_request_body();
+                }
+            }
+            if out.local_reply.is_some() {
+                reply = out.local_reply;
+                break;
+            }
+        }
+        if let Some(reply) = reply {
             send_local_reply(session, ctx, reply).await?;
             return Error::e_explain(PLUGIN_REPLIED, "a plugin answered the request");
         }
+        // An empty chunk is not forwarded: Pingora would write it to a finished body.
+        *body = (!data.is_empty()).then_some(data);
         Ok(())
     }
 
