@@ -48,6 +48,9 @@ pub struct CompiledConfig {
     /// For `/config_dump`.
     pub attachments: Vec<Attachment>,
     pub problems: Vec<RouteProblem>,
+    /// Per port, the chain of gateway-wide plugins for requests no route matches (they run
+    /// before the 404, as Envoy's filters run before its router).
+    pub unrouted_chains: HashMap<u16, crate::plugins::Chain>,
 }
 
 impl CompiledConfig {
@@ -115,8 +118,16 @@ pub fn compile(
     backends.retain(&used);
     problems.extend(compiled.problems);
     let mut entries = compiled.entries;
+    let mut unrouted_chains = HashMap::new();
     if let Some(mgr) = &opts.plugins {
-        attach_chains(res, mgr, opts, &compiled.attachments, &mut entries);
+        unrouted_chains = attach_chains(
+            res,
+            mgr,
+            opts,
+            &listener_refs,
+            &compiled.attachments,
+            &mut entries,
+        );
     }
 
     CompiledConfig {
@@ -125,6 +136,7 @@ pub fn compile(
         listeners,
         attachments: compiled.attachments,
         problems,
+        unrouted_chains,
     }
 }
 
@@ -133,9 +145,10 @@ fn attach_chains(
     res: &Resources<'_>,
     mgr: &Arc<PluginManager>,
     opts: &CompileOptions,
+    listeners: &[ListenerRef],
     attachments: &[Attachment],
     entries: &mut [(u16, Entry)],
-) {
+) -> HashMap<u16, crate::plugins::Chain> {
     let candidates: Vec<Candidate<'_>> = res
         .wasm_plugins
         .iter()
@@ -159,7 +172,7 @@ fn attach_chains(
             .collect(),
     );
     if candidates.is_empty() {
-        return;
+        return HashMap::new();
     }
     // Gateway labels: Istio's default, then the resource's, then the flags.
     let gateway_labels = |gw: &conf::Gateway| {
@@ -198,9 +211,8 @@ fn attach_chains(
                             &Target {
                                 port: *port,
                                 gateways: &gateways,
-                                route: &rule.route,
-                                backend: b,
-                                backend_labels: &labels,
+                                route: Some(&rule.route),
+                                backend: Some((b, &labels)),
                             },
                         );
                         (b.clone(), chain)
@@ -214,6 +226,44 @@ fn attach_chains(
             .clone();
         entry.chains = chains;
     }
+    // Requests no route matches: gateway-wide plugins of the port's gateways.
+    let mut unrouted = HashMap::new();
+    for l in listeners {
+        if unrouted.contains_key(&l.port) {
+            continue;
+        }
+        let gateways: Vec<(String, String, BTreeMap<String, String>)> = res
+            .gateways
+            .iter()
+            .filter(|g| {
+                listeners.iter().any(|o| {
+                    o.port == l.port
+                        && o.gateway == g.metadata.name
+                        && o.gateway_namespace == g.metadata.namespace
+                })
+            })
+            .map(|g| {
+                (
+                    g.metadata.namespace.clone(),
+                    g.metadata.name.clone(),
+                    gateway_labels(g),
+                )
+            })
+            .collect();
+        let chain = chain::build(
+            &candidates,
+            &Target {
+                port: l.port,
+                gateways: &gateways,
+                route: None,
+                backend: None,
+            },
+        );
+        if !chain.is_empty() {
+            unrouted.insert(l.port, chain);
+        }
+    }
+    unrouted
 }
 
 /// A port being assembled: HTTPS?, listener names, certificates by hostname.

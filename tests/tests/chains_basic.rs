@@ -361,6 +361,15 @@ async fn local_reply_stops_later_plugins_and_earlier_ones_see_it() {
     assert_eq!(r.headers["x-local-reply"], "request-headers");
     // "late" never ran; "early" saw the local reply on its response path.
     assert_eq!(r.order, ["early"]);
+    // Gateway-wide plugins run on requests no route matches, before the 404.
+    let r = get(
+        s.port,
+        "/nowhere",
+        &[("x-test", "local-reply-request-headers")],
+    )
+    .await;
+    assert_eq!(r.status, 418);
+    assert_eq!(get(s.port, "/nowhere", &[]).await.status, 404);
     // Request-header edits reach the upstream and response edits the client.
     let r = get(s.port, "/a", &[("x-test", "headers"), ("x-in", "v")]).await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -58,10 +58,10 @@ pub struct Target<'a> {
     pub port: u16,
     /// `(namespace, name, labels)` of the Gateways whose listeners on `port` carry the route.
     pub gateways: &'a [(String, String, BTreeMap<String, String>)],
-    /// `namespace/name` of the HTTPRoute.
-    pub route: &'a str,
-    pub backend: &'a Backend,
-    pub backend_labels: &'a BTreeMap<String, String>,
+    /// `namespace/name` of the HTTPRoute; `None` for requests no route matched.
+    pub route: Option<&'a str>,
+    /// The backend and its labels; `None` for requests no route matched.
+    pub backend: Option<(&'a Backend, &'a BTreeMap<String, String>)>,
 }
 
 /// Istio's root namespace: a WasmPlugin there applies in every namespace.
@@ -78,7 +78,9 @@ pub fn applies(wp: &conf::WasmPlugin, t: &Target<'_>) -> bool {
     let plugin_ns = &wp.metadata.namespace;
     let root = plugin_ns == ROOT_NAMESPACE;
     let gateway_in_scope = |gns: &str| root || plugin_ns == gns;
-    let backend_in_scope = root || *plugin_ns == t.backend.key.namespace;
+    let backend_in_scope = t
+        .backend
+        .is_some_and(|(b, _)| root || *plugin_ns == b.key.namespace);
     if spec.is_untargeted() {
         return t.gateways.iter().any(|(gns, _, _)| gateway_in_scope(gns)) || backend_in_scope;
     }
@@ -90,9 +92,11 @@ pub fn applies(wp: &conf::WasmPlugin, t: &Target<'_>) -> bool {
                     .iter()
                     .any(|(gns, g, _)| gns == ns && *g == r.name)
             } else if r.is_service() {
-                t.backend.key.namespace == ns && t.backend.key.name == r.name
+                t.backend
+                    .is_some_and(|(b, _)| b.key.namespace == ns && b.key.name == r.name)
             } else if r.is_http_route() {
-                t.route.split_once('/') == Some((ns, r.name.as_str()))
+                t.route
+                    .is_some_and(|route| route.split_once('/') == Some((ns, r.name.as_str())))
             } else {
                 false
             }
@@ -103,7 +107,7 @@ pub fn applies(wp: &conf::WasmPlugin, t: &Target<'_>) -> bool {
             t.gateways
                 .iter()
                 .any(|(gns, _, labels)| gateway_in_scope(gns) && sel.matches(labels))
-                || (backend_in_scope && sel.matches(t.backend_labels))
+                || (backend_in_scope && t.backend.is_some_and(|(_, l)| sel.matches(l)))
         }
         None => true,
     }

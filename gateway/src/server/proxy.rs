@@ -145,10 +145,20 @@ impl ProxyHttp for Gateway {
             headers: &req.headers,
         };
         let Some(entry) = ctx.config.routes.lookup(&view) else {
-            return Error::e_explain(
-                errors::NO_ROUTE,
-                format!("no route for {host}{}", view.path),
-            );
+            let explain = format!("no route for {host}{}", view.path);
+            // Gateway-wide plugins still run before the 404 (Envoy's filters precede its router).
+            if let Some(chain) = ctx.config.unrouted_chains.get(&port).cloned() {
+                let scheme = if ctx.config.is_tls_port(port) {
+                    "https"
+                } else {
+                    "http"
+                };
+                let host = host.to_string();
+                if run_request_chain(session, ctx, chain, scheme, &host).await? {
+                    return Ok(true);
+                }
+            }
+            return Error::e_explain(errors::NO_ROUTE, explain);
         };
         let rule = entry.rule.clone();
         let chains = entry.chains.clone();
