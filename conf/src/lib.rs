@@ -23,7 +23,7 @@
 //!
 //! Layers: [`parse_file`] (text in, typed and validated documents out; no filesystem),
 //! [`ConfigStore`] (last-good semantics across reloads and cross-resource checks; the rules are in
-//! the [`store`] module docs), [`watch()`] (debounced directory watch). Secret values are
+//! the [`store`] module docs), [`watch()`] (coalesced directory watch). Secret values are
 //! [`SecretBytes`], which never print.
 #![forbid(unsafe_code)]
 

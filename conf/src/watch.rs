@@ -1,29 +1,23 @@
-//! Watching the config directory for changes (debounced).
+//! Watching the config directory for changes, coalesced over a short window.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use notify::RecursiveMode;
 use notify::event::EventKind;
-use notify_debouncer_full::{
-    DebounceEventResult, Debouncer, NoCache, RecommendedCache, new_debouncer, new_debouncer_opt,
-};
+use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::error::WatchError;
 use crate::limits::WATCH_POLL_INTERVAL;
 
-/// Keeps the watch alive; dropping it stops the watcher thread.
+/// Keeps the watch alive; dropping it stops the watcher and no callback runs afterwards.
 pub struct WatchHandle {
-    _inner: Inner,
+    _watcher: Box<dyn Watcher + Send>,
+    stopped: Arc<AtomicBool>,
     dir: PathBuf,
     polling: bool,
-}
-
-// Held only to be dropped.
-#[allow(dead_code, reason = "the debouncers stop when dropped")]
-enum Inner {
-    Native(Debouncer<notify::RecommendedWatcher, RecommendedCache>),
-    Poll(Debouncer<notify::PollWatcher, NoCache>),
 }
 
 impl WatchHandle {
@@ -37,6 +31,12 @@ impl WatchHandle {
     }
 }
 
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
 impl std::fmt::Debug for WatchHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchHandle")
@@ -46,7 +46,14 @@ impl std::fmt::Debug for WatchHandle {
     }
 }
 
-/// Calls `on_change` (on the watcher's own thread) after changes in `dir` settle for `debounce`.
+/// Calls `on_change` (on a watcher thread of its own) at most `window` after the first change in
+/// `dir` that follows the previous call.
+///
+/// This coalesces rather than debounces: a debounce that waits for `window` of quiet never fires
+/// while a directory keeps changing (a config rewritten every 100 ms would never reload). Here
+/// every change takes effect within `window` plus one reload, and the burst of events a single
+/// save makes (editors write a temp file then rename it) lands in one call. Changes made while
+/// the callback runs start the next window.
 ///
 /// The callback only says "something changed": the caller re-reads the whole directory with
 /// [`crate::ConfigStore::reload`], which makes every kind of change look the same — in-place writes,
@@ -63,56 +70,75 @@ impl std::fmt::Debug for WatchHandle {
 /// should treat the process's config dir as stable.
 pub fn watch(
     dir: &Path,
-    debounce: Duration,
+    window: Duration,
     on_change: impl FnMut() + Send + 'static,
 ) -> Result<WatchHandle, WatchError> {
     let err = |source| WatchError::Notify {
         dir: dir.to_owned(),
         source,
     };
-    let handler = handler(on_change);
+    let (tx, rx) = mpsc::channel();
+    let handler = handler(tx);
     let polling = std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink());
-    let inner = if polling {
+    let mut watcher: Box<dyn Watcher + Send> = if polling {
         let config = notify::Config::default()
             .with_poll_interval(WATCH_POLL_INTERVAL)
             // Same-size rewrites within one mtime tick must not be missed.
             .with_compare_contents(true)
             .with_follow_symlinks(true);
-        let mut d = new_debouncer_opt::<_, notify::PollWatcher, NoCache>(
-            debounce, None, handler, NoCache, config,
-        )
-        .map_err(err)?;
-        d.watch(dir, RecursiveMode::Recursive).map_err(err)?;
-        Inner::Poll(d)
+        Box::new(PollWatcher::new(handler, config).map_err(err)?)
     } else {
-        let mut d = new_debouncer(debounce, None, handler).map_err(err)?;
-        d.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
-        Inner::Native(d)
+        Box::new(RecommendedWatcher::new(handler, notify::Config::default()).map_err(err)?)
     };
+    let mode = if polling {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    watcher.watch(dir, mode).map_err(err)?;
+
+    let stopped = Arc::new(AtomicBool::new(false));
+    let thread_stopped = stopped.clone();
+    std::thread::Builder::new()
+        .name("wasmgate-config-watch".into())
+        .spawn(move || coalesce(rx, window, thread_stopped, on_change))
+        .map_err(|e| err(notify::Error::io(e)))?;
     Ok(WatchHandle {
-        _inner: inner,
+        _watcher: watcher,
+        stopped,
         dir: dir.to_owned(),
         polling,
     })
 }
 
-fn handler(
-    mut on_change: impl FnMut() + Send + 'static,
-) -> impl FnMut(DebounceEventResult) + Send + 'static {
-    move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            if events
-                .iter()
-                .any(|e| !matches!(e.event.kind, EventKind::Access(_)))
-            {
-                on_change();
-            }
+/// Forwards every event that may change the directory's contents as a bare wake-up.
+fn handler(tx: mpsc::Sender<()>) -> impl FnMut(notify::Result<notify::Event>) + Send + 'static {
+    move |event: notify::Result<notify::Event>| match event {
+        Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
+        Ok(_) => {
+            let _ = tx.send(());
         }
-        Err(errors) => {
-            for e in &errors {
-                tracing::warn!(error = %e, "config directory watch error");
-            }
-            on_change();
+        Err(e) => {
+            tracing::warn!(error = %e, "config directory watch error");
+            let _ = tx.send(());
         }
+    }
+}
+
+/// The watch thread: one callback per window that saw events. Ends when the watcher (and with it
+/// the sender) is dropped.
+fn coalesce(
+    rx: mpsc::Receiver<()>,
+    window: Duration,
+    stopped: Arc<AtomicBool>,
+    mut on_change: impl FnMut(),
+) {
+    while rx.recv().is_ok() {
+        std::thread::sleep(window);
+        while rx.try_recv().is_ok() {}
+        if stopped.load(Ordering::Acquire) {
+            return;
+        }
+        on_change();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wasmgate_conf::*;
 
-// Generous: the machine is shared and loaded; the debounce itself is 50 ms.
+// Generous: the machine is shared and loaded; the coalescing window itself is 50 ms.
 const WAIT: Duration = Duration::from_secs(20);
 
 fn drain(rx: &mpsc::Receiver<()>) {
@@ -164,4 +164,35 @@ fn watch_polls_a_config_dir_that_is_itself_a_symlink() {
     reload_until(&mut store, &d, &rx, "edit after swap", |s| {
         s.service("default", "three").is_some()
     });
+}
+
+/// A directory rewritten continuously (every 20 ms here; benchmarks rewrite every 100 ms) still
+/// reloads while the writes go on: a debounce that waits for quiet would stay silent until they stop.
+#[test]
+fn watch_fires_while_the_directory_keeps_changing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let (tx, rx) = mpsc::channel();
+    let _handle = watch(&d, Duration::from_millis(50), move || {
+        let _ = tx.send(());
+    })
+    .unwrap();
+
+    let writer = {
+        let d = d.clone();
+        std::thread::spawn(move || {
+            for i in 0..150 {
+                std::fs::write(d.join("a.yaml"), SVC.replace("NAME", &format!("a{i}"))).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // At least two callbacks arrive before the writer (≥ 3 s of writes) is done.
+    expect_change(&rx, "the first of continuous writes");
+    expect_change(&rx, "continuous writes");
+    assert!(
+        !writer.is_finished(),
+        "callbacks only came after the writes stopped"
+    );
+    writer.join().unwrap();
 }
