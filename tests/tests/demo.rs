@@ -14,8 +14,10 @@ async fn demo_serves_bookinfo_productpage() {
     ])
     .await;
     let c = client();
+    // /productpage is behind the demo's basic-auth plugin (Istio's example credentials).
     let r = c
         .get(format!("http://127.0.0.1:{port}/productpage"))
+        .header("authorization", "Basic YWRtaW4zOmFkbWluMw==")
         .send()
         .await
         .expect("productpage");
