@@ -18,8 +18,9 @@ pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delay before retrying `accept()` after a transient error (e.g. EMFILE).
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-/// Debounce window of the config directory watch.
-pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+/// Coalescing window of the config directory watch: a change is reloaded at most this long after
+/// its first event, however often the directory keeps changing.
+pub const RELOAD_WINDOW: Duration = Duration::from_millis(200);
 /// Bytes of a regular expression program compiled from a route match (guards against huge regexes).
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Rejected versions kept for `/config_dump`.

@@ -1,4 +1,4 @@
-//! Live reload: conf's directory watch (debounced) ⇒ conf's last-good store ⇒ [`config::compile`]
+//! Live reload: conf's directory watch (coalesced over [`limits::RELOAD_WINDOW`]) ⇒ conf's last-good store ⇒ [`config::compile`]
 //! ⇒ one atomic swap of the compiled snapshot ⇒ listeners reconciled.
 //!
 //! Invalid edits never reach the gateway: conf keeps the last good version of each resource and
@@ -157,7 +157,7 @@ impl Reloader {
         }
     }
 
-    /// Watches the config directory (if any) and reloads after each debounced change.
+    /// Watches the config directory (if any) and reloads at most one window after each change.
     pub fn spawn_watch(this: Arc<tokio::sync::Mutex<Self>>) {
         let plugins_changed = this
             .try_lock()
@@ -181,7 +181,7 @@ impl Reloader {
             let n = notify.clone();
             // The watcher calls back on its own thread; Notify coalesces bursts into one reload.
             // Kept for the life of the loop: dropping it stops the watcher.
-            let _watch = match conf::watch(&dir, limits::RELOAD_DEBOUNCE, move || n.notify_one()) {
+            let _watch = match conf::watch(&dir, limits::RELOAD_WINDOW, move || n.notify_one()) {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot watch the config directory; live reload is off");
