@@ -40,6 +40,8 @@ pub struct Reloader {
     generation: u64,
     dump: DumpState,
     ignored_logged: HashSet<(String, String, String, String)>,
+    /// Warnings already logged: every reload reports all of them again, a user needs each once.
+    warnings_logged: HashSet<String>,
     /// The snapshot in force, compiled again when a plugin finishes loading in the background.
     last: Option<Arc<Snapshot>>,
 }
@@ -64,6 +66,7 @@ impl Reloader {
             generation: 0,
             dump: Arc::new(Mutex::new(serde_json::Value::Null)),
             ignored_logged: HashSet::new(),
+            warnings_logged: HashSet::new(),
             last: None,
         }
     }
@@ -141,8 +144,14 @@ impl Reloader {
         for e in &report.errors {
             tracing::error!(error = %e, "config rejected (last good version stays in force)");
         }
+        // Warnings (deprecations such as ServiceMeshExtension, accepted-but-ignored fields,
+        // dangling references) are worth seeing, but once each, not on every reload.
         for w in &report.warnings {
-            tracing::debug!(warning = %w, "config warning");
+            let text = w.to_string();
+            if !self.warnings_logged.contains(&text) {
+                tracing::warn!(warning = %text, "config warning");
+                self.warnings_logged.insert(text);
+            }
         }
         for i in &snapshot.ignored {
             let key = (

@@ -12,8 +12,8 @@ use wasmgate_e2e::registry::Registry;
 use wasmgate_e2e::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-/// Config warnings (the deprecation among them) are logged at debug by the reload loop.
-const LOG_FILTER: &str = "info,wasmgate::reload=debug";
+/// The default filter: config warnings (the deprecation among them) are logged at warn, once each.
+const LOG_FILTER: &str = "info";
 
 fn repo_file(rel: &str) -> String {
     let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
