@@ -40,6 +40,26 @@ pub struct CheckReport {
     pub logs: Vec<(LogLevel, String)>,
 }
 
+/// A module that would not run: the stage that refused it, and what the plugin logged until then
+/// (a refused configuration is only useful next to what the plugin said about it).
+#[derive(Debug)]
+pub struct CheckFailure {
+    pub error: RuntimeError,
+    pub logs: Vec<(LogLevel, String)>,
+}
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for CheckFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 struct Collect(Mutex<Vec<(LogLevel, String)>>);
 
 impl Host for Collect {
@@ -49,46 +69,56 @@ impl Host for Collect {
 }
 
 /// Checks a module. `Err` says which stage refused it and why (an unknown import is named in
-/// [`RuntimeError::Link`]; a refused configuration is [`RuntimeError::Configure`]).
-pub fn check_module(bytes: &[u8], opts: &CheckOptions) -> Result<CheckReport, RuntimeError> {
+/// [`RuntimeError::Link`]; a refused configuration is [`RuntimeError::Configure`]), with the
+/// plugin's log up to that point.
+pub fn check_module(bytes: &[u8], opts: &CheckOptions) -> Result<CheckReport, CheckFailure> {
     let host = Arc::new(Collect(Mutex::new(Vec::new())));
-    let runtime = Runtime::new(
+    let take_logs = |host: &Collect| std::mem::take(&mut *host.0.lock());
+    let loaded = Runtime::new(
         host.clone(),
         RuntimeOptions {
             limits: opts.limits.clone(),
             slots: 1,
             ..Default::default()
         },
-    )?;
-    let module = runtime.load_module(bytes)?;
-    let plugin = Plugin::load(
-        &runtime,
-        &module,
-        PluginOptions {
-            name: if opts.name.is_empty() {
-                "check".into()
-            } else {
-                opts.name.clone()
+    )
+    .and_then(|runtime| {
+        let module = runtime.load_module(bytes)?;
+        let plugin = Plugin::load(
+            &runtime,
+            &module,
+            PluginOptions {
+                name: if opts.name.is_empty() {
+                    "check".into()
+                } else {
+                    opts.name.clone()
+                },
+                root_id: opts.root_id.clone(),
+                configuration: opts.configuration.clone(),
+                vm_configuration: opts.vm_configuration.clone(),
+                env: opts.env.clone(),
+                log_level: LogLevel::Trace,
+                ..Default::default()
             },
-            root_id: opts.root_id.clone(),
-            configuration: opts.configuration.clone(),
-            vm_configuration: opts.vm_configuration.clone(),
-            env: opts.env.clone(),
-            log_level: LogLevel::Trace,
-            ..Default::default()
-        },
-    )?;
-    drop(plugin);
-    let logs = std::mem::take(&mut *host.0.lock());
-    Ok(CheckReport {
-        digest: module.digest(),
-        abi_version: module.abi_version(),
-        entry_point: module.entry_point(),
-        allocator: module.allocator(),
-        imports: module.imports().to_vec(),
-        exports: module.exports().to_vec(),
-        logs,
-    })
+        )?;
+        drop(plugin);
+        Ok(module)
+    });
+    match loaded {
+        Ok(module) => Ok(CheckReport {
+            digest: module.digest(),
+            abi_version: module.abi_version(),
+            entry_point: module.entry_point(),
+            allocator: module.allocator(),
+            imports: module.imports().to_vec(),
+            exports: module.exports().to_vec(),
+            logs: take_logs(&host),
+        }),
+        Err(error) => Err(CheckFailure {
+            error,
+            logs: take_logs(&host),
+        }),
+    }
 }
 
 impl fmt::Display for CheckReport {

@@ -97,7 +97,7 @@ mod vm;
 
 pub use abi::pairs;
 pub use abi::{AbiVersion, LogLevel, MetricKind, Status};
-pub use check::{CheckOptions, CheckReport, check_module};
+pub use check::{CheckFailure, CheckOptions, CheckReport, check_module};
 pub use engine::{Runtime, RuntimeOptions};
 pub use error::{LimitKind, RuntimeError};
 pub use host::{CallCompletion, Host};

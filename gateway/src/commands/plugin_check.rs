@@ -1,19 +1,13 @@
 //! `wasmgate plugin check FILE.wasm`: does this module run as a plugin here, with this
 //! configuration? Loads, links, starts and configures it with the runtime's own `Runtime` and
-//! `Plugin` (what `wasmgate_runtime::check_module` does, and what the gateway does).
+//! `Plugin` (`wasmgate_runtime::check_module`, what the gateway does).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use clap::Args;
-use parking_lot::Mutex;
 use wasmgate_conf::{Document, Resource, WasmPlugin};
-use wasmgate_runtime::{
-    CheckOptions, CheckReport, Host, LogLevel, Plugin, PluginOptions, Runtime, RuntimeError,
-    RuntimeOptions,
-};
+use wasmgate_runtime::{CheckFailure, CheckOptions};
 
 use super::fail;
 
@@ -72,13 +66,13 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(COMMAND, format_args!("{}: {e}", args.file.display())),
     };
-    match check(&bytes, &options) {
+    match wasmgate_runtime::check_module(&bytes, &options) {
         Ok(report) => {
             println!("module:      {}", args.file.display());
             println!("{report}");
             ExitCode::SUCCESS
         }
-        Err((e, logs)) => {
+        Err(CheckFailure { error: e, logs }) => {
             let code = fail(
                 COMMAND,
                 format_args!("{}: the plugin would not run: {e}", args.file.display()),
@@ -91,67 +85,6 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             }
             code
         }
-    }
-}
-
-/// Collects what the plugin logs.
-struct Collect(Mutex<Vec<(LogLevel, String)>>);
-
-impl Host for Collect {
-    fn log(&self, _plugin: &str, level: LogLevel, message: &str) {
-        self.0.lock().push((level, message.to_owned()));
-    }
-}
-
-type Logs = Vec<(LogLevel, String)>;
-
-/// `wasmgate_runtime::check_module`, step for step (same runtime options, same plugin options),
-/// but keeping the plugin's log when it fails: "configuration refused" is only useful next to
-/// what the plugin said about it.
-fn check(bytes: &[u8], opts: &CheckOptions) -> Result<CheckReport, (RuntimeError, Logs)> {
-    let host = Arc::new(Collect(Mutex::new(Vec::new())));
-    let logs = |host: &Collect| std::mem::take(&mut *host.0.lock());
-    let loaded = Runtime::new(
-        host.clone(),
-        RuntimeOptions {
-            limits: opts.limits.clone(),
-            slots: 1,
-            ..RuntimeOptions::default()
-        },
-    )
-    .and_then(|runtime| {
-        let module = runtime.load_module(bytes)?;
-        let plugin = Plugin::load(
-            &runtime,
-            &module,
-            PluginOptions {
-                name: if opts.name.is_empty() {
-                    "check".into()
-                } else {
-                    opts.name.clone()
-                },
-                root_id: opts.root_id.clone(),
-                configuration: opts.configuration.clone(),
-                vm_configuration: opts.vm_configuration.clone(),
-                env: opts.env.clone(),
-                log_level: LogLevel::Trace,
-                ..PluginOptions::default()
-            },
-        )?;
-        drop(plugin);
-        Ok(module)
-    });
-    match loaded {
-        Ok(module) => Ok(CheckReport {
-            digest: module.digest(),
-            abi_version: module.abi_version(),
-            entry_point: module.entry_point(),
-            allocator: module.allocator(),
-            imports: module.imports().to_vec(),
-            exports: module.exports().to_vec(),
-            logs: logs(&host),
-        }),
-        Err(e) => Err((e, logs(&host))),
     }
 }
 

@@ -35,5 +35,5 @@ fn check_names_unknown_imports_and_refused_configurations() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, RuntimeError::Configure { .. }), "{err}");
+    assert!(matches!(err.error, RuntimeError::Configure { .. }), "{err}");
 }
