@@ -106,14 +106,21 @@ impl Gateway {
         Self::launch(&args).await
     }
 
-    /// Starts `wasmgate <args>` with a free admin port, a short grace period and JSON access logs,
+    /// Starts `wasmgate <args>` with a free admin port, a short grace period, JSON access logs and two
+    /// workers (unless `args` has `--threads`),
     /// and waits until `/ready` answers 200.
     pub async fn launch(args: &[String]) -> Self {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = Command::new(wasmgate_bin());
         cmd.args(args)
             .args(["--admin-addr", &admin.to_string(), "--grace-period", "2"])
-            .args(["--threads", "2", "--access-log", "json"])
+            .args(["--access-log", "json"])
+            // Two workers unless the test sets its own count (clap refuses a repeated flag).
+            .args(if args.iter().any(|a| a == "--threads") {
+                &[][..]
+            } else {
+                &["--threads", "2"][..]
+            })
             .env(
                 "RUST_LOG",
                 std::env::var("WASMGATE_TEST_LOG").unwrap_or_else(|_| "info".into()),

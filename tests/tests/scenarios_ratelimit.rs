@@ -3,8 +3,6 @@
 //! with `wasmgate push` to a real `docker-registry`, an in-test `httpbin`, one worker thread as the
 //! compose file runs it (the tutorial's bucket lives in each VM, one VM per worker).
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmgate_e2e::cli::Cli;
@@ -18,78 +16,6 @@ const ATTEMPTS: usize = 5;
 fn repo_file(rel: &str) -> String {
     let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// `wasmgate run` with one worker thread (the shared harness always runs two). SIGINT on drop.
-struct OneWorker {
-    child: Child,
-    admin: SocketAddr,
-    log: tempfile::NamedTempFile,
-}
-
-impl OneWorker {
-    async fn start(dir: &ConfigDir, extra: &[&str]) -> Self {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new(wasmgate_bin())
-            .arg("run")
-            .arg("--config-dir")
-            .arg(dir.path())
-            .args(["--listen-address", "127.0.0.1", "--threads", "1"])
-            .args(["--admin-addr", &admin.to_string(), "--grace-period", "2"])
-            .args(["--access-log", "off"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log.reopen().expect("log file")))
-            .spawn()
-            .expect("spawn wasmgate");
-        let gw = Self { child, admin, log };
-        eventually(PATIENCE, "wasmgate /ready", || async {
-            let r = client()
-                .get(format!("http://{}/ready", gw.admin))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-        gw
-    }
-
-    async fn config_dump(&self) -> serde_json::Value {
-        let r = client()
-            .get(format!("http://{}/config_dump", self.admin))
-            .send()
-            .await
-            .expect("config_dump");
-        r.json().await.expect("config_dump is JSON")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for OneWorker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if std::thread::panicking() {
-            eprintln!("--- wasmgate stderr ---\n{}", self.log());
-        }
-    }
 }
 
 /// What one response showed.
@@ -164,9 +90,12 @@ async fn three_requests_250ms_apart_answer_200_200_403() {
     );
     let cache = tempfile::tempdir().expect("cache");
     let host = reg.host();
-    let gw = OneWorker::start(
+    // One worker, as the compose file runs it: the tutorial's bucket lives in each VM.
+    let gw = Gateway::start_with(
         &dir,
         &[
+            "--threads",
+            "1",
             "--cache-dir",
             cache.path().to_str().expect("utf-8"),
             "--insecure-registries",

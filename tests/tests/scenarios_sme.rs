@@ -3,17 +3,13 @@
 //! WasmPlugin equivalent with a deprecation warning in the log; `wasmgate convert` prints that
 //! WasmPlugin, and a fresh gateway given only the printed YAML behaves the same.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmgate_e2e::cli::{Cli, wasmgate};
 use wasmgate_e2e::registry::Registry;
 use wasmgate_e2e::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-/// The default filter: config warnings (the deprecation among them) are logged at warn, once each.
-const LOG_FILTER: &str = "info";
 
 fn repo_file(rel: &str) -> String {
     let path = format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"));
@@ -42,79 +38,6 @@ spec:
     )
 }
 
-/// `wasmgate run` with config warnings in its log (the shared harness logs at info). SIGINT on drop.
-struct Run {
-    child: Child,
-    admin: SocketAddr,
-    log: tempfile::NamedTempFile,
-}
-
-impl Run {
-    async fn start(dir: &ConfigDir, extra: &[&str]) -> Self {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new(wasmgate_bin())
-            .arg("run")
-            .arg("--config-dir")
-            .arg(dir.path())
-            .args(["--listen-address", "127.0.0.1", "--threads", "2"])
-            .args(["--admin-addr", &admin.to_string(), "--grace-period", "2"])
-            .args(["--access-log", "off"])
-            .args(extra)
-            .env("RUST_LOG", LOG_FILTER)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log.reopen().expect("log file")))
-            .spawn()
-            .expect("spawn wasmgate");
-        let gw = Self { child, admin, log };
-        eventually(PATIENCE, "wasmgate /ready", || async {
-            let r = client()
-                .get(format!("http://{}/ready", gw.admin))
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-        gw
-    }
-
-    async fn plugin(&self, name: &str) -> serde_json::Value {
-        let r = client()
-            .get(format!("http://{}/config_dump", self.admin))
-            .send()
-            .await
-            .expect("config_dump");
-        let dump: serde_json::Value = r.json().await.expect("config_dump is JSON");
-        dump["plugins"][name].clone()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if std::thread::panicking() {
-            eprintln!("--- wasmgate stderr ---\n{}", self.log());
-        }
-    }
-}
-
 /// The httpbin gateway of the rate-limit demo on `port`, and the labelled httpbin Service.
 fn httpbin_config(dir: &ConfigDir, port: u16, httpbin: &Upstream) {
     const LISTENER: &str = "    port: 8080\n    protocol: HTTP\n";
@@ -135,9 +58,10 @@ fn httpbin_config(dir: &ConfigDir, port: u16, httpbin: &Upstream) {
 
 /// Status and the two configured headers of `GET /headers` once the plugin is in the served
 /// chain, and the plugin's `/config_dump` entry.
-async fn appended(gw: &Run, port: u16) -> (u16, String, String, serde_json::Value) {
+async fn appended(gw: &Gateway, port: u16) -> (u16, String, String, serde_json::Value) {
     eventually(WAIT, "header-append fetched and running", || async {
-        (gw.plugin("default.header-append").await["state"] == "running").then_some(())
+        (gw.config_dump().await["plugins"]["default.header-append"]["state"] == "running")
+            .then_some(())
     })
     .await;
     let seen = eventually(WAIT, "header-append in the served chain", || async {
@@ -164,7 +88,7 @@ async fn appended(gw: &Run, port: u16) -> (u16, String, String, serde_json::Valu
         seen.0,
         seen.1,
         seen.2,
-        gw.plugin("default.header-append").await,
+        gw.config_dump().await["plugins"]["default.header-append"].clone(),
     )
 }
 
@@ -196,7 +120,7 @@ async fn service_mesh_extension_serves_as_its_wasm_plugin_and_convert_prints_it(
     let port = free_port();
     httpbin_config(&sme_dir, port, &httpbin);
     sme_dir.write("header-append-sme.yaml", &sme(&reg.host()));
-    let gw = Run::start(&sme_dir, &flags).await;
+    let gw = Gateway::start_with(&sme_dir, &flags).await;
     let (status, first, another, plugin) = appended(&gw, port).await;
     assert_eq!(
         (status, first.as_str(), another.as_str()),
@@ -205,7 +129,7 @@ async fn service_mesh_extension_serves_as_its_wasm_plugin_and_convert_prints_it(
     assert_eq!(plugin["digest"], digest.as_str(), "{plugin}");
     assert_eq!(plugin["phase"], "AUTHZ", "PostAuthN → AUTHZ: {plugin}");
     assert_eq!(plugin["priority"], 100, "{plugin}");
-    let log = gw.log();
+    let log = gw.stderr();
     assert!(
         log.contains(
             "ServiceMeshExtension is deprecated: served as WasmPlugin default/header-append"
@@ -231,9 +155,13 @@ async fn service_mesh_extension_serves_as_its_wasm_plugin_and_convert_prints_it(
     let port2 = free_port();
     httpbin_config(&wp_dir, port2, &httpbin);
     wp_dir.write("header-append.yaml", &out.stdout);
-    let gw = Run::start(&wp_dir, &flags).await;
+    let gw = Gateway::start_with(&wp_dir, &flags).await;
     let (status2, first2, another2, plugin2) = appended(&gw, port2).await;
     assert_eq!((status2, first2, another2), (status, first, another));
     assert_eq!(plugin2, plugin, "same module, phase and priority");
-    assert!(!gw.log().contains("ServiceMeshExtension"), "{}", gw.log());
+    assert!(
+        !gw.stderr().contains("ServiceMeshExtension"),
+        "{}",
+        gw.stderr()
+    );
 }
