@@ -1,0 +1,93 @@
+//! The proxy-wasm pairs codec ([`wasmgate_runtime::pairs`]): how header maps cross into a guest
+//! (`proxy_get_header_map_pairs`, encode) and back (`proxy_set_header_map_pairs`, HTTP-call
+//! headers, decode, bounded by the runtime's default limits). Run with
+//! `cargo bench -p wasmgate-runtime --bench pairs`; see `README.md` beside this file.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wasmgate_runtime::{HeaderList, Limits, pairs};
+
+mod fixtures;
+
+/// The browser request plus what an ingress commonly adds or forwards (cookies, tracing,
+/// forwarding, fetch metadata): 30 headers.
+fn request_30() -> HeaderList {
+    let mut headers = fixtures::request_headers();
+    for (name, value) in [
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "http://bookinfo.example.com/"),
+        (
+            "cookie",
+            "session=eyJ1c2VyIjoib2sifQ.Zx3k9w.q1w2e3r4t5y6u7i8o9p0; theme=dark; lang=en",
+        ),
+        ("upgrade-insecure-requests", "1"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "same-origin"),
+        ("sec-fetch-user", "?1"),
+        ("priority", "u=0, i"),
+        ("cache-control", "max-age=0"),
+        ("dnt", "1"),
+        ("x-forwarded-for", "203.0.113.7, 10.0.0.12"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "bookinfo.example.com"),
+        ("x-real-ip", "203.0.113.7"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "congo=t61rcWkgMzE"),
+        ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("x-b3-spanid", "00f067aa0ba902b7"),
+        ("x-b3-sampled", "1"),
+        ("x-envoy-attempt-count", "1"),
+    ] {
+        headers.push(name, value);
+    }
+    headers
+}
+
+fn codec(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut group = c.benchmark_group("pairs");
+    for (label, headers) in [
+        ("8_headers", fixtures::request_headers()),
+        ("30_headers", request_30()),
+    ] {
+        let entries = headers.entries();
+        let encoded = pairs::encode(entries);
+        assert_eq!(
+            pairs::decode(&encoded, limits.max_pairs_count, limits.max_pairs_bytes).as_deref(),
+            Ok(entries),
+            "the codec round-trips the fixture"
+        );
+        group.throughput(Throughput::Bytes(encoded.len() as u64));
+        group.bench_with_input(BenchmarkId::new("encode", label), entries, |b, entries| {
+            b.iter(|| pairs::encode(black_box(entries)))
+        });
+        group.bench_with_input(BenchmarkId::new("decode", label), &encoded, |b, buf| {
+            b.iter(|| {
+                pairs::decode(
+                    black_box(buf),
+                    limits.max_pairs_count,
+                    limits.max_pairs_bytes,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Short runs: the whole suite should take about a minute on a shared 2-core machine.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = codec
+}
+criterion_main!(benches);
