@@ -44,3 +44,6 @@ pub const DEFAULT_MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
 pub const DENY_ALL_BODY: &str = "RBAC: access denied";
 /// At startup, how long readiness waits for plugins still loading (fetch + compile + canary).
 pub const STARTUP_PLUGIN_WAIT: Duration = Duration::from_secs(30);
+/// Write buffer of each downstream connection: a response header and a body up to this size leave
+/// in one `send` (see `server/coalesce.rs`). Pingora's own listeners use one MSS (1460 bytes).
+pub const DOWNSTREAM_WRITE_BUFFER: usize = 4096;

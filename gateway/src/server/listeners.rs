@@ -24,8 +24,10 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
+use super::coalesce::Coalesced;
 use super::proxy::Gateway;
 use crate::config::PortListener;
 use crate::limits;
@@ -62,15 +64,18 @@ pub struct PortStatus {
 pub struct ListenerManager {
     bind_ip: IpAddr,
     shared: Arc<Shared>,
+    /// Every worker accepts on every port (see `workers.rs`).
+    workers: Vec<Handle>,
     running: Mutex<HashMap<u16, Running>>,
     status: Mutex<Vec<PortStatus>>,
 }
 
 impl ListenerManager {
-    pub fn new(bind_ip: IpAddr, shared: Arc<Shared>) -> Self {
+    pub fn new(bind_ip: IpAddr, shared: Arc<Shared>, workers: Vec<Handle>) -> Self {
         Self {
             bind_ip,
             shared,
+            workers,
             running: Mutex::new(HashMap::new()),
             status: Mutex::new(Vec::new()),
         }
@@ -141,12 +146,23 @@ impl ListenerManager {
                 .map(|c| Arc::new(Acceptor::from_server_config(c))),
         ));
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(accept_loop(
-            listener,
-            tls.clone(),
-            stop_rx,
-            self.shared.clone(),
-        ));
+        for worker in &self.workers {
+            // Each worker polls its own descriptor of the one socket from its own event loop.
+            let socket = match listener.try_clone() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot share the listener with a worker");
+                    let _ = stop.send(true);
+                    return format!("listen {addr}: {e}");
+                }
+            };
+            worker.spawn(accept_loop(
+                socket,
+                tls.clone(),
+                stop_rx.clone(),
+                self.shared.clone(),
+            ));
+        }
         self.running.lock().insert(
             spec.port,
             Running {
@@ -170,7 +186,7 @@ impl ListenerManager {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -178,15 +194,25 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     // A restarted gateway must rebind while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(limits::LISTEN_BACKLOG)
+    let listener = socket.listen(limits::LISTEN_BACKLOG)?;
+    // Made non-blocking by tokio, and the flag is shared by every duplicate of the descriptor.
+    listener.into_std()
 }
 
+/// Accepts connections on one worker until the port is removed or the gateway stops.
 async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     tls: Arc<ArcSwapOption<Acceptor>>,
     mut stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener with a worker");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -242,12 +268,12 @@ async fn serve_connection(
     l4.set_socket_digest(digest);
 
     let stream: Stream = match tls {
-        None => Box::new(l4),
+        None => Box::new(Coalesced::new(l4, limits::DOWNSTREAM_WRITE_BUFFER)),
         Some(acceptor) => {
             match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
                 .await
             {
-                Ok(Ok(s)) => Box::new(s),
+                Ok(Ok(s)) => Box::new(Coalesced::new(s, limits::DOWNSTREAM_WRITE_BUFFER)),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;

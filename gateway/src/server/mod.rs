@@ -5,9 +5,11 @@
 //! waits up to 300 s after SIGTERM: ours stops accepting at once, tells Pingora's sessions to stop
 //! keeping connections alive, and waits at most `--grace-period` for open connections to finish.
 
+mod coalesce;
 pub mod errors;
 pub mod listeners;
 pub mod proxy;
+pub mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -34,9 +36,13 @@ use listeners::{ListenerManager, Shared};
 use proxy::Gateway;
 use wasmgate_fetcher::{Fetcher, FetcherOptions};
 use wasmgate_runtime::{Runtime, RuntimeOptions};
+use workers::Workers;
 
 /// Runs the gateway until SIGTERM/SIGINT, then drains for at most the grace period.
 /// `on_ready` runs once the first configuration is live (the demo prints its instructions there).
+///
+/// Connections are served by `--threads` workers, one single-threaded runtime each (see
+/// `workers.rs`); everything else (reloads, fetches, the admin server) runs on this thread.
 pub fn run(
     source: ConfigSource,
     args: &ServeArgs,
@@ -44,25 +50,35 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("wasmgate")
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let workers = Workers::start(threads)?;
+    // Multi-threaded with one worker: a reload compiles the config in `block_in_place`, which a
+    // single-threaded runtime does not allow.
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("wasmgate-control")
         .enable_all()
         .build()
-        .context("building the tokio runtime")?;
-    rt.block_on(serve(source, args.clone(), threads, on_ready))?;
-    // Connections still open after the grace period are dropped with the runtime.
-    rt.shutdown_timeout(Duration::from_millis(100));
-    Ok(())
+        .context("building the control runtime")?;
+    let served = control.block_on(serve(
+        source,
+        args.clone(),
+        workers.handles().to_vec(),
+        on_ready,
+    ));
+    workers.stop();
+    control.shutdown_timeout(Duration::from_millis(100));
+    served
 }
 
 async fn serve(
     source: ConfigSource,
     args: ServeArgs,
-    threads: usize,
+    workers: Vec<tokio::runtime::Handle>,
     on_ready: Option<Box<dyn FnOnce() + Send>>,
 ) -> anyhow::Result<()> {
+    let threads = workers.len();
     let metrics = Arc::new(Metrics::new());
     let backends = Backends::new();
     let live = Arc::new(ArcSwap::from_pointee(CompiledConfig::default()));
@@ -93,7 +109,11 @@ async fn serve(
         metrics: metrics.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
     });
-    let listeners = Arc::new(ListenerManager::new(args.listen_address, shared.clone()));
+    let listeners = Arc::new(ListenerManager::new(
+        args.listen_address,
+        shared.clone(),
+        workers,
+    ));
 
     let plugins = plugin_manager(&args, threads, &backends, &metrics)?;
     let _purge = plugins.fetcher().spawn_purge_task();
