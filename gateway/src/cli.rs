@@ -57,7 +57,8 @@ pub struct ServeArgs {
     /// Address of the admin server (/ready, /healthz, /metrics, /config_dump).
     #[arg(long, env = "WASMGATE_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
     pub admin_addr: SocketAddr,
-    /// Worker threads of the proxy runtime (default: one per core).
+    /// Worker threads, each with its own event loop, plugin VMs and upstream pool (default: one
+    /// per core).
     #[arg(long, env = "WASMGATE_THREADS")]
     pub threads: Option<usize>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT before exiting.

@@ -104,7 +104,7 @@ pub use host::{CallCompletion, Host};
 pub use limits::{DEFAULT_RELOAD_BACKOFF, Limits};
 pub use metrics::{CALLBACK_SECONDS_BOUNDS, HISTOGRAM_BOUNDS, Histogram, MetricValue, PluginStats};
 pub use module::{EntryPoint, ImportInfo, Module};
-pub use plugin::{Plugin, PluginOptions, Stream};
+pub use plugin::{Plugin, PluginOptions, Stream, set_thread_slot};
 pub use types::{
     Action, CallResponse, FailAction, FailStrategy, GrpcCall, HeaderList, HttpCall, LocalReply,
     Outcome, StreamInfo,

@@ -1,10 +1,11 @@
 //! Plugins, their VMs and the instance model.
 //!
 //! **Instance model.** A plugin runs in a *pool* of VMs: one VM per worker slot, as Envoy keeps
-//! one VM per worker thread. The slot is picked from the calling thread (a thread-local index),
-//! so under Pingora's per-thread runtimes each worker always uses "its" VM and the slot's mutex is
-//! uncontended; with work stealing, a request may move threads, but its stream context stays in
-//! the VM it was created in (stream contexts live inside a VM), and the mutex keeps that correct.
+//! one VM per worker thread. The slot is picked from the calling thread (a thread-local index,
+//! set by the proxy with [`set_thread_slot`]), so with one runtime per worker thread each worker
+//! always uses "its" VM and the slot's mutex is uncontended; with work stealing, a request may
+//! move threads, but its stream context stays in the VM it was created in (stream contexts live
+//! inside a VM), and the mutex keeps that correct.
 //! The mutex is held only for the duration of one callback. Plugins with the same module bytes,
 //! vm_id, VM configuration and environment share a pool, each with its own root context, as in
 //! Envoy; root-context state lives as long as the plugin (a rate limiter's buckets persist across
@@ -146,10 +147,28 @@ impl Drop for InVm {
     }
 }
 
+thread_local! {
+    /// The slot this thread's streams use: set by [`set_thread_slot`], else the next free index.
+    static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Makes every stream the calling thread creates use VM slot `index` (modulo the pool size).
+///
+/// A proxy with one thread per core calls this once on each worker thread with its index, so each
+/// worker has VMs of its own and the slot lock is never contended. Threads that never call it get
+/// indices in the order they first create a stream, which is only collision-free when no other
+/// thread creates streams in between.
+pub fn set_thread_slot(index: usize) {
+    SLOT.set(Some(index));
+}
+
 fn thread_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static ID: usize = NEXT.fetch_add(1, Relaxed));
-    ID.with(|id| *id)
+    SLOT.get().unwrap_or_else(|| {
+        let id = NEXT.fetch_add(1, Relaxed);
+        SLOT.set(Some(id));
+        id
+    })
 }
 
 impl Slot {

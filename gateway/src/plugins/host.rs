@@ -11,8 +11,8 @@ use wasmgate_runtime::{
 
 use crate::backends::{Backend, Backends};
 
-/// The gateway's [`Host`]. Needs the tokio runtime handle: calls may be dispatched from the
-/// runtime's timer thread (`proxy_on_tick`), which is not a tokio thread.
+/// The gateway's [`Host`]. Needs a tokio runtime handle for calls dispatched from the runtime's
+/// timer thread (`proxy_on_tick`), which is not a tokio thread.
 pub struct GatewayHost {
     pub backends: Arc<Backends>,
     pub tokio: tokio::runtime::Handle,
@@ -41,7 +41,10 @@ impl Host for GatewayHost {
 
     fn dispatch_http_call(&self, call: HttpCall, done: CallCompletion) -> Result<(), Status> {
         let backend = find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
-        self.tokio.spawn(async move {
+        // On the worker whose plugin made the call, so the answer does not cross threads; the
+        // control runtime when the call comes from the timer thread (`proxy_on_tick`).
+        let tokio = tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.tokio.clone());
+        tokio.spawn(async move {
             let timeout = call.timeout.unwrap_or(crate::limits::PLUGIN_PAUSE_TIMEOUT);
             match tokio::time::timeout(timeout, http_call(&backend, call)).await {
                 Ok(Ok(resp)) => done.complete(resp),

@@ -224,10 +224,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
         let Some(run) = ctx.wasm.as_mut().filter(|r| !r.no_request_body) else {
             return Ok(());
         };
+        let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
         let mut data = body.take().unwrap_or_default();
         let mut reply = None;
         for s in run.streams.iter_mut() {
@@ -296,6 +296,9 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = timeout;
         peer.options.write_timeout = timeout;
         peer.options.idle_timeout = Some(limits::UPSTREAM_IDLE_TIMEOUT);
+        // Idle upstream connections are pooled per worker: one reused from another worker would
+        // be driven by that worker's event loop, and every read would wake a thread across cores.
+        peer.group_key = super::workers::current().map_or(u64::MAX, |w| w as u64);
         Ok(Box::new(peer))
     }
 
@@ -514,9 +517,8 @@ async fn run_request_chain(
 ) -> Result<bool> {
     let info = stream_info(session, ctx);
     let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
-    let before = filter::request_list(session.req_header(), scheme, host);
+    let mut headers = filter::request_list(session.req_header(), scheme, host);
     let eos = session.as_downstream_mut().is_body_empty();
-    let mut headers = before.clone();
     ctx.wasm = Some(Box::new(ChainRun::new(chain.clone())));
     for link in chain.iter() {
         let run = ctx.wasm.as_mut().expect("set above");
@@ -560,7 +562,7 @@ async fn run_request_chain(
             );
         }
     }
-    filter::apply_request(session.req_header_mut(), &before, &headers);
+    filter::apply_request(session.req_header_mut(), scheme, host, &headers);
     if let Some(run) = ctx.wasm.as_mut() {
         run.no_request_body = eos;
     }
@@ -593,8 +595,7 @@ async fn run_response_headers(
     resp: &mut ResponseHeader,
     timeout: Duration,
 ) -> Result<()> {
-    let before = filter::response_list(resp);
-    let mut list = before.clone();
+    let mut list = filter::response_list(resp);
     let n = run.streams.len();
     for i in (0..n).rev() {
         let s = &mut run.streams[i];
@@ -616,6 +617,6 @@ async fn run_response_headers(
             return Ok(());
         }
     }
-    filter::apply_response(resp, &before, &list);
+    filter::apply_response(resp, &list);
     Ok(())
 }

@@ -160,3 +160,33 @@ fn pooling_allocator_when_available_runs_plugins_the_same() {
     assert_eq!(h.get("x-count"), Some(&b"1"[..]));
     println!("pooling allocator in use: {}", runtime.pooling());
 }
+
+#[test]
+fn threads_pinned_to_a_slot_share_its_vm_and_its_root_state() {
+    let e = env_with(Limits::default(), 2);
+    let plugin = Arc::new(e.plugin(&wat("counter"), ""));
+    // Three threads pinned to slot 1, one after the other: one VM counts all their requests.
+    let run_on = |slot: usize, requests: usize| {
+        let plugin = plugin.clone();
+        std::thread::spawn(move || {
+            set_thread_slot(slot);
+            (0..requests)
+                .map(|_| {
+                    let mut stream = plugin.new_stream(StreamInfo::default());
+                    let mut h = request_headers();
+                    stream.on_request_headers(&mut h, true);
+                    stream.on_log();
+                    count(&h)
+                })
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(run_on(1, 3), [1, 2, 3]);
+    assert_eq!(run_on(1, 2), [4, 5]);
+    assert_eq!(run_on(3, 1), [6], "slot indices wrap around the pool size");
+    // Slot 0 is another VM (loading the plugin may already have started it), with its own count.
+    assert_eq!(run_on(0, 2), [1, 2]);
+    assert_eq!(plugin.stats().vms, 2);
+}
