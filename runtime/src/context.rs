@@ -28,6 +28,7 @@ fn next_context_id(state: &mut VmState) -> u32 {
 /// `proxy_on_vm_start` and `proxy_on_configure` (cpp-host `onStart`/`onConfigure`; like cpp-host,
 /// every root context gets its own `proxy_on_vm_start`, which SDKs route by context id).
 pub(crate) fn create_root(vm: &mut Vm, plugin: &Arc<PluginMeta>) -> Result<u32, RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let id = next_context_id(vm.store.data_mut());
     vm.store.data_mut().contexts.insert(
         id,
@@ -38,12 +39,12 @@ pub(crate) fn create_root(vm: &mut Vm, plugin: &Arc<PluginMeta>) -> Result<u32, 
     );
     let budget = vm.store.data().rt.limits.start_timeout;
     let start = |vm: &mut Vm| -> Result<bool, RuntimeError> {
-        if let Some(f) = vm.cb.context_create.clone() {
+        if let Some(f) = cb.context_create.as_ref() {
             vm.call("proxy_on_context_create", id, budget, |s| {
                 f.call(s, (id as i32, 0))
             })?;
         }
-        let Some(f) = vm.cb.vm_start.clone() else {
+        let Some(f) = cb.vm_start.as_ref() else {
             return Ok(true);
         };
         let size = vm.store.data().vm_configuration.len() as i32;
@@ -65,7 +66,7 @@ pub(crate) fn create_root(vm: &mut Vm, plugin: &Arc<PluginMeta>) -> Result<u32, 
                 reason: "proxy_on_vm_start returned false".into(),
             });
         }
-        let Some(f) = vm.cb.configure.clone() else {
+        let Some(f) = cb.configure.as_ref() else {
             return Ok(());
         };
         let size = plugin.configuration.len() as i32;
@@ -113,14 +114,15 @@ pub(crate) fn delete_root(vm: &mut Vm, plugin_id: u64) {
 /// `proxy_on_done`, optionally `proxy_on_log`, then `proxy_on_delete`. Failures here only mark
 /// the VM failed; there is no request left to apply a fail strategy to.
 fn finish_context(vm: &mut Vm, ctx: u32, log: bool) {
+    let cb = Arc::clone(&vm.cb);
     let budget = vm.store.data().rt.limits.callback_timeout;
-    if let Some(f) = vm.cb.done.clone() {
+    if let Some(f) = cb.done.as_ref() {
         let _ = vm.call("proxy_on_done", ctx, budget, |s| f.call(s, ctx as i32));
     }
-    if log && let Some(f) = vm.cb.log.clone() {
+    if log && let Some(f) = cb.log.as_ref() {
         let _ = vm.call("proxy_on_log", ctx, budget, |s| f.call(s, ctx as i32));
     }
-    if let Some(f) = vm.cb.delete.clone() {
+    if let Some(f) = cb.delete.as_ref() {
         let _ = vm.call("proxy_on_delete", ctx, budget, |s| f.call(s, ctx as i32));
     }
 }
@@ -132,6 +134,7 @@ pub(crate) fn create_stream(
     root: u32,
     info: StreamInfo,
 ) -> Result<(u32, Arc<Signal>), RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let id = next_context_id(vm.store.data_mut());
     let signal = Arc::new(Signal::default());
     vm.store.data_mut().contexts.insert(
@@ -154,7 +157,7 @@ pub(crate) fn create_stream(
             log_phase: false,
         })),
     );
-    if let Some(f) = vm.cb.context_create.clone() {
+    if let Some(f) = cb.context_create.as_ref() {
         let budget = vm.store.data().rt.limits.callback_timeout;
         vm.call("proxy_on_context_create", id, budget, |s| {
             f.call(s, (id as i32, root as i32))
@@ -236,6 +239,7 @@ pub(crate) fn on_headers(
     headers: &mut HeaderList,
     end_of_stream: bool,
 ) -> Result<Outcome, RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let s = stream_mut(vm, ctx)?;
     s.signal_reset();
     let n = headers.len() as i32;
@@ -249,13 +253,13 @@ pub(crate) fn on_headers(
     let (name, v2, v1) = match dir {
         Direction::Request => (
             "proxy_on_request_headers",
-            vm.cb.request_headers.clone(),
-            vm.cb.request_headers_v1.clone(),
+            cb.request_headers.as_ref(),
+            cb.request_headers_v1.as_ref(),
         ),
         Direction::Response => (
             "proxy_on_response_headers",
-            vm.cb.response_headers.clone(),
-            vm.cb.response_headers_v1.clone(),
+            cb.response_headers.as_ref(),
+            cb.response_headers_v1.as_ref(),
         ),
     };
     let result = match (v2, v1) {
@@ -282,6 +286,7 @@ pub(crate) fn on_trailers(
     dir: Direction,
     trailers: &mut HeaderList,
 ) -> Result<Outcome, RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let s = stream_mut(vm, ctx)?;
     s.signal_reset();
     let n = trailers.len() as i32;
@@ -291,11 +296,8 @@ pub(crate) fn on_trailers(
     }
     let budget = vm.store.data().rt.limits.callback_timeout;
     let (name, f) = match dir {
-        Direction::Request => ("proxy_on_request_trailers", vm.cb.request_trailers.clone()),
-        Direction::Response => (
-            "proxy_on_response_trailers",
-            vm.cb.response_trailers.clone(),
-        ),
+        Direction::Request => ("proxy_on_request_trailers", cb.request_trailers.as_ref()),
+        Direction::Response => ("proxy_on_response_trailers", cb.response_trailers.as_ref()),
     };
     let result = match f {
         Some(f) => vm.call(name, ctx, budget, |st| f.call(st, (ctx as i32, n))),
@@ -322,6 +324,7 @@ pub(crate) fn on_body(
     chunk: &mut Bytes,
     end_of_stream: bool,
 ) -> Result<Outcome, RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let max = vm.store.data().rt.limits.max_body_bytes;
     let s = stream_mut(vm, ctx)?;
     s.signal_reset();
@@ -355,8 +358,8 @@ pub(crate) fn on_body(
     *buffer = Some(data);
     let budget = vm.store.data().rt.limits.callback_timeout;
     let (name, f) = match dir {
-        Direction::Request => ("proxy_on_request_body", vm.cb.request_body.clone()),
-        Direction::Response => ("proxy_on_response_body", vm.cb.response_body.clone()),
+        Direction::Request => ("proxy_on_request_body", cb.request_body.as_ref()),
+        Direction::Response => ("proxy_on_response_body", cb.response_body.as_ref()),
     };
     let eos = i32::from(end_of_stream);
     let result = match f {
@@ -395,12 +398,13 @@ pub(crate) fn take_buffered(vm: &mut Vm, ctx: u32, dir: Direction) -> Bytes {
 /// `proxy_on_done` then `proxy_on_log` (Envoy drives log from its access-log phase, after the
 /// response; the request and response maps stay readable).
 pub(crate) fn on_log(vm: &mut Vm, ctx: u32) -> Result<(), RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let budget = vm.store.data().rt.limits.callback_timeout;
-    if let Some(f) = vm.cb.done.clone() {
+    if let Some(f) = cb.done.as_ref() {
         vm.call("proxy_on_done", ctx, budget, |s| f.call(s, ctx as i32))?;
     }
     stream_mut(vm, ctx)?.log_phase = true;
-    if let Some(f) = vm.cb.log.clone() {
+    if let Some(f) = cb.log.as_ref() {
         vm.call("proxy_on_log", ctx, budget, |s| f.call(s, ctx as i32))?;
     }
     Ok(())
@@ -409,13 +413,14 @@ pub(crate) fn on_log(vm: &mut Vm, ctx: u32) -> Result<(), RuntimeError> {
 /// End of a stream context: `proxy_on_done` (unless `on_log` already ran it), `proxy_on_delete`.
 /// Outstanding calls of the context are forgotten: their responses will not be delivered.
 pub(crate) fn on_delete(vm: &mut Vm, ctx: u32, done_already: bool) {
+    let cb = Arc::clone(&vm.cb);
     if vm.failed.is_none() {
         let budget = vm.store.data().rt.limits.callback_timeout;
-        if !done_already && let Some(f) = vm.cb.done.clone() {
+        if !done_already && let Some(f) = cb.done.as_ref() {
             let _ = vm.call("proxy_on_done", ctx, budget, |s| f.call(s, ctx as i32));
         }
         if vm.failed.is_none()
-            && let Some(f) = vm.cb.delete.clone()
+            && let Some(f) = cb.delete.as_ref()
         {
             let _ = vm.call("proxy_on_delete", ctx, budget, |s| f.call(s, ctx as i32));
         }
@@ -428,6 +433,7 @@ pub(crate) fn on_delete(vm: &mut Vm, ctx: u32, done_already: bool) {
 /// Runs a task delivered to this VM from outside a callback: a call response, a queue
 /// notification or a timer tick. Streams whose plugin continued or answered them are woken.
 pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let budget = vm.store.data().rt.limits.callback_timeout;
     let result = match task {
         Task::CallResponse {
@@ -448,7 +454,7 @@ pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
             state.last_status = (0, Vec::new());
             result
         }
-        Task::QueueReady { root, queue, .. } => match vm.cb.queue_ready.clone() {
+        Task::QueueReady { root, queue, .. } => match cb.queue_ready.as_ref() {
             Some(f) if vm.store.data().contexts.contains_key(&root) => {
                 vm.call("proxy_on_queue_ready", root, budget, |s| {
                     f.call(s, (root as i32, queue as i32))
@@ -456,7 +462,7 @@ pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
             }
             _ => Ok(()),
         },
-        Task::Tick { root, .. } => match vm.cb.tick.clone() {
+        Task::Tick { root, .. } => match cb.tick.as_ref() {
             Some(f) if vm.store.data().contexts.contains_key(&root) => {
                 vm.call("proxy_on_tick", root, budget, |s| f.call(s, root as i32))
             }
@@ -482,6 +488,7 @@ fn deliver_response(
     grpc: bool,
     budget: std::time::Duration,
 ) -> Result<(), RuntimeError> {
+    let cb = Arc::clone(&vm.cb);
     let (t, c) = (token as i32, ctx as i32);
     if !grpc {
         let r = response.unwrap_or_default();
@@ -491,7 +498,7 @@ fn deliver_response(
             r.trailers.len() as i32,
         );
         vm.store.data_mut().call_response = Some(r);
-        let Some(f) = vm.cb.http_call_response.clone() else {
+        let Some(f) = cb.http_call_response.as_ref() else {
             return Ok(());
         };
         return vm.call("proxy_on_http_call_response", ctx, budget, |s| {
@@ -514,7 +521,7 @@ fn deliver_response(
     vm.store.data_mut().call_response = Some(r);
     if status != 0 {
         vm.store.data_mut().last_status = (status, message.into_bytes());
-        if let Some(f) = vm.cb.grpc_close.clone() {
+        if let Some(f) = cb.grpc_close.as_ref() {
             vm.call("proxy_on_grpc_close", ctx, budget, |s| {
                 f.call(s, (c, t, status as i32))
             })?;
@@ -522,19 +529,19 @@ fn deliver_response(
         return Ok(());
     }
     if headers > 0
-        && let Some(f) = vm.cb.grpc_initial_metadata.clone()
+        && let Some(f) = cb.grpc_initial_metadata.as_ref()
     {
         vm.call("proxy_on_grpc_receive_initial_metadata", ctx, budget, |s| {
             f.call(s, (c, t, headers))
         })?;
     }
-    if let Some(f) = vm.cb.grpc_receive.clone() {
+    if let Some(f) = cb.grpc_receive.as_ref() {
         vm.call("proxy_on_grpc_receive", ctx, budget, |s| {
             f.call(s, (c, t, body))
         })?;
     }
     if trailers > 0
-        && let Some(f) = vm.cb.grpc_trailing_metadata.clone()
+        && let Some(f) = cb.grpc_trailing_metadata.as_ref()
     {
         vm.call(
             "proxy_on_grpc_receive_trailing_metadata",

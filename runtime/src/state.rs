@@ -148,7 +148,7 @@ pub(crate) struct VmState {
     pub limiter: Limiter,
     pub abi: AbiVersion,
     pub memory: Option<Memory>,
-    pub malloc: Option<TypedFunc<i32, i32>>,
+    pub malloc: Option<Arc<TypedFunc<i32, i32>>>,
     pub vm_id: String,
     /// Name used for logs that no plugin context owns (e.g. output of `_initialize`).
     pub vm_name: String,

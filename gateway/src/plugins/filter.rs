@@ -34,50 +34,75 @@ impl ChainRun {
 /// The request headers as proxy-wasm sees them, pseudo-headers first.
 pub fn request_list(req: &RequestHeader, scheme: &str, authority: &str) -> HeaderList {
     let mut h = HeaderList::new();
-    h.push(":method", req.method.as_str());
-    h.push(
-        ":path",
-        req.uri.path_and_query().map_or("/", |p| p.as_str()),
-    );
-    h.push(":authority", authority);
-    h.push(":scheme", scheme);
-    for (k, v) in &req.headers {
-        if k != http::header::HOST {
-            h.push(k.as_str(), v.as_bytes());
-        }
+    for (k, v) in request_pairs(req, scheme, authority) {
+        h.push(k, v);
     }
     h
+}
+
+/// The pairs of [`request_list`], borrowed: what a plugin saw, to tell whether it changed it.
+fn request_pairs<'a>(
+    req: &'a RequestHeader,
+    scheme: &'a str,
+    authority: &'a str,
+) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+    let pseudo: [(&[u8], &[u8]); 4] = [
+        (b":method", req.method.as_str().as_bytes()),
+        (
+            b":path",
+            req.uri
+                .path_and_query()
+                .map_or(b"/", |p| p.as_str().as_bytes()),
+        ),
+        (b":authority", authority.as_bytes()),
+        (b":scheme", scheme.as_bytes()),
+    ];
+    pseudo.into_iter().chain(
+        req.headers
+            .iter()
+            .filter(|(k, _)| *k != http::header::HOST)
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+    )
 }
 
 pub fn response_list(resp: &ResponseHeader) -> HeaderList {
     let mut h = HeaderList::new();
-    h.push(":status", resp.status.as_str());
-    for (k, v) in &resp.headers {
-        h.push(k.as_str(), v.as_bytes());
+    for (k, v) in response_pairs(resp) {
+        h.push(k, v);
     }
     h
 }
 
+fn response_pairs(resp: &ResponseHeader) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::once((&b":status"[..], resp.status.as_str().as_bytes())).chain(
+        resp.headers
+            .iter()
+            .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+    )
+}
+
 /// Applies a plugin-edited request header list back to Pingora's header (its case map stays
-/// right through `insert_header`/`append_header`/`remove_header`). Untouched lists cost a compare.
-pub fn apply_request(req: &mut RequestHeader, before: &HeaderList, after: &HeaderList) {
-    if before == after {
+/// right through `insert_header`/`append_header`/`remove_header`). `scheme` and `authority` are
+/// what [`request_list`] was given. An untouched list costs one allocation-free comparison, so
+/// the request path keeps no copy of what the plugins saw.
+pub fn apply_request(req: &mut RequestHeader, scheme: &str, authority: &str, after: &HeaderList) {
+    if after.iter().eq(request_pairs(req, scheme, authority)) {
         return;
     }
     if let Some(m) = after.get(":method")
-        && Some(m) != before.get(":method")
+        && m != req.method.as_str().as_bytes()
         && let Ok(m) = http::Method::from_bytes(m)
     {
         req.set_method(m);
     }
     if let Some(p) = after.get(":path")
-        && Some(p) != before.get(":path")
+        && Some(p) != req.uri.path_and_query().map(|p| p.as_str().as_bytes())
         && let Ok(uri) = http::Uri::try_from(p)
     {
         req.set_uri(uri);
     }
     if let Some(a) = after.get(":authority")
-        && Some(a) != before.get(":authority")
+        && a != authority.as_bytes()
     {
         let _ = req.insert_header(http::header::HOST, a);
     }
@@ -104,8 +129,9 @@ pub fn apply_request(req: &mut RequestHeader, before: &HeaderList, after: &Heade
     }
 }
 
-pub fn apply_response(resp: &mut ResponseHeader, before: &HeaderList, after: &HeaderList) {
-    if before == after {
+/// The response counterpart of [`apply_request`].
+pub fn apply_response(resp: &mut ResponseHeader, after: &HeaderList) {
+    if after.iter().eq(response_pairs(resp)) {
         return;
     }
     if let Some(s) = after.get(":status")

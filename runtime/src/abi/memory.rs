@@ -90,6 +90,7 @@ pub(crate) fn alloc(
     caller: &mut Caller<'_, VmState>,
     size: usize,
 ) -> wasmtime::Result<Result<u32, Status>> {
+    // An `Arc`: cloning the `TypedFunc` itself would go through wasmtime's type registry.
     let Some(malloc) = caller.data().malloc.clone() else {
         return Ok(Err(Status::InternalFailure));
     };
