@@ -132,7 +132,7 @@ pub(crate) fn create_stream(
     vm: &mut Vm,
     plugin: &Arc<PluginMeta>,
     root: u32,
-    info: StreamInfo,
+    info: Arc<StreamInfo>,
 ) -> Result<(u32, Arc<Signal>), RuntimeError> {
     let cb = Arc::clone(&vm.cb);
     let id = next_context_id(vm.store.data_mut());

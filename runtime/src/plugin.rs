@@ -480,8 +480,10 @@ impl Plugin {
     /// Starts a stream (`proxy_on_context_create(stream, root)`) in this thread's VM. Never
     /// fails: if the plugin cannot run here, the stream carries its fail strategy — `FailOpen`
     /// streams skip every callback ([`Stream::is_skipped`]), `FailClose` streams answer their
-    /// first callback with 503 `wasm_fail_stream`.
-    pub fn new_stream(&self, info: StreamInfo) -> Stream {
+    /// first callback with 503 `wasm_fail_stream`. A proxy running a chain passes one
+    /// `Arc<StreamInfo>` to every plugin of the request.
+    pub fn new_stream(&self, info: impl Into<Arc<StreamInfo>>) -> Stream {
+        let info = info.into();
         let slots = &self.inner.pool.slots;
         let slot = slots[thread_slot() % slots.len()].clone();
         let meta = &self.inner.meta;
@@ -780,7 +782,7 @@ impl Stream {
                 && let Some(crate::state::Context::Stream(s)) =
                     vm.store.data_mut().contexts.get_mut(&ctx)
             {
-                f(&mut s.info);
+                f(Arc::make_mut(&mut s.info));
             }
         });
     }

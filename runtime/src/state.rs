@@ -87,7 +87,8 @@ pub(crate) struct RootCtx {
 pub(crate) struct StreamCtx {
     pub root: u32,
     pub plugin: Arc<PluginMeta>,
-    pub info: StreamInfo,
+    /// Shared by every plugin of the request: one allocation per request, not per plugin.
+    pub info: Arc<StreamInfo>,
     pub request_headers: Option<HeaderList>,
     pub request_trailers: Option<HeaderList>,
     pub response_headers: Option<HeaderList>,

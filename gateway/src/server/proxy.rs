@@ -515,7 +515,7 @@ async fn run_request_chain(
     scheme: &str,
     host: &str,
 ) -> Result<bool> {
-    let info = stream_info(session, ctx);
+    let info = Arc::new(stream_info(session, ctx));
     let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
     let mut headers = filter::request_list(session.req_header(), scheme, host);
     let eos = session.as_downstream_mut().is_body_empty();
