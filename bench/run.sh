@@ -135,7 +135,9 @@ for p in "$UP_PORT" "$PROXY_PORT" "$ADMIN_PORT"; do
   port_busy "$p" && die "port $p on 127.0.0.1 is in use (set BENCH_PORT_BASE)"
 done
 
-[[ -n $out ]] || out="$BENCH_DIR/out/$(date -u +%Y%m%dT%H%M%SZ)$( ((smoke)) && echo -smoke)"
+suffix=""
+((smoke)) && suffix=-smoke
+[[ -n $out ]] || out="$BENCH_DIR/out/$(date -u +%Y%m%dT%H%M%SZ)$suffix"
 mkdir -p "$out"
 RESULTS=$out/results.txt META=$out/meta.txt
 : >"$RESULTS"
