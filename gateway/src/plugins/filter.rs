@@ -106,27 +106,7 @@ pub fn apply_request(req: &mut RequestHeader, scheme: &str, authority: &str, aft
     {
         let _ = req.insert_header(http::header::HOST, a);
     }
-    let names: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| **k != http::header::HOST)
-        .cloned()
-        .collect();
-    for n in names {
-        req.remove_header(&n);
-    }
-    for (k, v) in after.iter().filter(|(k, _)| !k.starts_with(b":")) {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(k),
-            http::HeaderValue::from_bytes(v),
-        ) {
-            if k == http::header::HOST {
-                let _ = req.insert_header(k, v);
-            } else {
-                let _ = req.append_header(k, v);
-            }
-        }
-    }
+    sync_headers(req, after);
 }
 
 /// The response counterpart of [`apply_request`].
@@ -141,16 +121,85 @@ pub fn apply_response(resp: &mut ResponseHeader, after: &HeaderList) {
     {
         let _ = resp.set_status(code);
     }
-    let names: Vec<http::HeaderName> = resp.headers.keys().cloned().collect();
-    for n in names {
-        resp.remove_header(&n);
+    sync_headers(resp, after);
+}
+
+/// The headers of a Pingora request or response that a plugin's header list maps onto.
+trait PluginVisible {
+    /// In the order the plugin saw them (`Host` is `:authority` for requests, so not here).
+    fn visible(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)>;
+    fn remove(&mut self, name: &http::HeaderName);
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue);
+}
+
+impl PluginVisible for RequestHeader {
+    fn visible(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| *k != http::header::HOST)
     }
-    for (k, v) in after.iter().filter(|(k, _)| !k.starts_with(b":")) {
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.remove_header(name);
+    }
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        let _ = if name == http::header::HOST {
+            self.insert_header(name, value)
+        } else {
+            self.append_header(name, value).map(|_| ())
+        };
+    }
+}
+
+impl PluginVisible for ResponseHeader {
+    fn visible(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)> {
+        self.headers.iter()
+    }
+    fn remove(&mut self, name: &http::HeaderName) {
+        self.remove_header(name);
+    }
+    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        let _ = self.append_header(name, value);
+    }
+}
+
+/// Makes `h` carry the non-pseudo headers of `after`, editing as little as possible. What a
+/// plugin usually does, adding headers at the end, only appends them; otherwise the headers from
+/// the first difference on are rewritten (all of them when a name there also occurs before it,
+/// since removing a name removes every value of it). The result is what rewriting every header
+/// would give: Pingora's map keeps the values of a name together, in order.
+fn sync_headers(h: &mut impl PluginVisible, after: &HeaderList) {
+    let wanted: Vec<(&[u8], &[u8])> = after.iter().filter(|(k, _)| !k.starts_with(b":")).collect();
+    let (keep, stale) = {
+        let current: Vec<(&http::HeaderName, &http::HeaderValue)> = h.visible().collect();
+        let mut keep = current
+            .iter()
+            .zip(&wanted)
+            .take_while(|((k, v), (wk, wv))| k.as_str().as_bytes() == *wk && v.as_bytes() == *wv)
+            .count();
+        let (before, after_keep) = current.split_at(keep);
+        if after_keep
+            .iter()
+            .any(|(n, _)| before.iter().any(|(m, _)| m == n))
+        {
+            keep = 0;
+        }
+        let mut stale: Vec<http::HeaderName> = Vec::new();
+        for (n, _) in &current[keep..] {
+            if !stale.contains(n) {
+                stale.push((*n).clone());
+            }
+        }
+        (keep, stale)
+    };
+    for n in &stale {
+        h.remove(n);
+    }
+    for (k, v) in &wanted[keep..] {
         if let (Ok(k), Ok(v)) = (
             http::HeaderName::from_bytes(k),
             http::HeaderValue::from_bytes(v),
         ) {
-            let _ = resp.append_header(k, v);
+            h.append(k, v);
         }
     }
 }
@@ -247,4 +296,99 @@ pub fn body_chunk<'a>(
     // An empty chunk is not forwarded: Pingora would try to write it to a finished body.
     *body = (!data.is_empty()).then_some(data);
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/p?q=1", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    fn pairs(req: &RequestHeader) -> Vec<(String, String)> {
+        req.headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// Applies `edit` to the list a plugin would see and checks the result against rewriting
+    /// every header, the straightforward way.
+    fn check(headers: &[(&str, &str)], edit: impl FnOnce(&mut HeaderList)) {
+        let mut req = request(headers);
+        let mut list = request_list(&req, "http", "example.com");
+        edit(&mut list);
+        apply_request(&mut req, "http", "example.com", &list);
+
+        let mut expected = request(&[]);
+        for (k, v) in list.iter().filter(|(k, _)| !k.starts_with(b":")) {
+            expected
+                .append_header(String::from_utf8(k.to_vec()).unwrap(), v)
+                .unwrap();
+        }
+        assert_eq!(pairs(&req), pairs(&expected));
+    }
+
+    const BASE: &[(&str, &str)] = &[("a", "1"), ("b", "2"), ("c", "3")];
+
+    #[test]
+    fn an_untouched_list_changes_nothing() {
+        check(BASE, |_| {});
+    }
+
+    #[test]
+    fn headers_added_at_the_end_are_appended() {
+        check(BASE, |l| {
+            l.push("x-new", "1");
+            l.push("x-new", "2");
+        });
+    }
+
+    #[test]
+    fn a_replaced_or_removed_header_in_the_middle_rewrites_the_rest() {
+        check(BASE, |l| l.replace("b", "changed"));
+        check(BASE, |l| l.remove("b"));
+        check(BASE, |l| l.remove("c"));
+    }
+
+    #[test]
+    fn a_name_that_repeats_before_the_difference_is_rewritten_whole() {
+        let headers = &[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")];
+        check(headers, |l| l.remove("c"));
+        check(headers, |l| l.replace("c", "x"));
+        check(headers, |l| l.push("a", "5"));
+    }
+
+    #[test]
+    fn pseudo_headers_set_method_path_and_host() {
+        let mut req = request(BASE);
+        let mut list = request_list(&req, "http", "example.com");
+        list.replace(":method", "POST");
+        list.replace(":path", "/other");
+        list.replace(":authority", "api.example.com");
+        apply_request(&mut req, "http", "example.com", &list);
+        assert_eq!(req.method, http::Method::POST);
+        assert_eq!(req.uri.path(), "/other");
+        assert_eq!(req.headers["host"], "api.example.com");
+        assert_eq!(pairs(&request(BASE))[..], pairs(&req)[..3]);
+    }
+
+    #[test]
+    fn response_headers_follow_the_same_rules() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("server", "up").unwrap();
+        resp.append_header("content-type", "text/plain").unwrap();
+        let mut list = response_list(&resp);
+        list.push("x-powered-by", "wasm");
+        list.replace(":status", "201");
+        apply_response(&mut resp, &list);
+        assert_eq!(resp.status.as_u16(), 201);
+        let got: Vec<_> = resp.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(got, ["server", "content-type", "x-powered-by"]);
+    }
 }
