@@ -8,7 +8,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use wasmgate_runtime::{
@@ -183,11 +182,7 @@ fn stream_lifecycle(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the whole suite should take about a minute on a shared 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50);
+    config = fixtures::criterion();
     targets = on_request_headers, stream_lifecycle
 }
 criterion_main!(benches);

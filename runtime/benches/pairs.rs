@@ -4,7 +4,6 @@
 //! `cargo bench -p wasmgate-runtime --bench pairs`; see `README.md` beside this file.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wasmgate_runtime::{HeaderList, Limits, pairs};
@@ -83,11 +82,7 @@ fn codec(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the whole suite should take about a minute on a shared 2-core machine.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50);
+    config = fixtures::criterion();
     targets = codec
 }
 criterion_main!(benches);

@@ -128,6 +128,23 @@ impl Registry {
         format!("oci://127.0.0.1:{}/{repo_tag}", self.port)
     }
 
+    /// Pushes our built `plugins/dist/<plugin>.wasm` to `repo_tag` with `wasmgate push` (as the
+    /// compose demos do) and returns its URL and the manifest digest the command printed.
+    pub fn push_plugin(&self, plugin: &str, repo_tag: &str) -> (String, String) {
+        let module = format!(
+            "{}/../plugins/dist/{plugin}.wasm",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let url = self.url(repo_tag);
+        let out = crate::cli::Cli::new(["push", module.as_str(), url.as_str()])
+            .env("WASMGATE_INSECURE_REGISTRIES", self.host())
+            .run();
+        assert_eq!(out.code, 0, "{}", out.all());
+        let digest = out.stdout.trim().to_owned();
+        assert!(digest.starts_with("sha256:"), "{}", out.all());
+        (url, digest)
+    }
+
     /// The registry's own `Docker-Content-Digest` of `repo:reference` (HEAD of the manifest;
     /// plain-HTTP registries only).
     pub async fn manifest_digest(&self, repo: &str, reference: &str) -> String {

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use wasmgate_e2e::cli::Cli;
 use wasmgate_e2e::registry::Registry;
 use wasmgate_e2e::*;
 
@@ -49,17 +48,7 @@ fn service(name: &str, up: &Upstream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookinfo_basic_auth_and_the_reviews_waypoint_plugin() {
     let reg = Registry::start();
-    let module = format!(
-        "{}/../plugins/dist/basic-auth.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = reg.url("basic-auth:v1");
-    let out = Cli::new(["push", module.as_str(), url.as_str()])
-        .env("WASMGATE_INSECURE_REGISTRIES", reg.host())
-        .run();
-    assert_eq!(out.code, 0, "{}", out.all());
-    let digest = out.stdout.trim().to_owned();
-    assert!(digest.starts_with("sha256:"), "{}", out.all());
+    let (_, digest) = reg.push_plugin("basic-auth", "basic-auth:v1");
 
     let productpage = Upstream::start("productpage").await;
     let reviews = Upstream::start("reviews").await;

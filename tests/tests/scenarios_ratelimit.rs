@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use wasmgate_e2e::cli::Cli;
 use wasmgate_e2e::registry::Registry;
 use wasmgate_e2e::*;
 
@@ -54,15 +53,7 @@ async fn get(c: &reqwest::Client, url: &str) -> Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_requests_250ms_apart_answer_200_200_403() {
     let reg = Registry::start();
-    let module = format!(
-        "{}/../plugins/dist/rate-limit.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = reg.url("rate-limit:v1");
-    let out = Cli::new(["push", module.as_str(), url.as_str()])
-        .env("WASMGATE_INSECURE_REGISTRIES", reg.host())
-        .run();
-    assert_eq!(out.code, 0, "{}", out.all());
+    reg.push_plugin("rate-limit", "rate-limit:v1");
 
     let httpbin = Upstream::start("httpbin").await;
     let port = free_port();

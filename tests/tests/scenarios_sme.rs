@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use wasmgate_e2e::cli::{Cli, wasmgate};
+use wasmgate_e2e::cli::wasmgate;
 use wasmgate_e2e::registry::Registry;
 use wasmgate_e2e::*;
 
@@ -95,16 +95,7 @@ async fn appended(gw: &Gateway, port: u16) -> (u16, String, String, serde_json::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_mesh_extension_serves_as_its_wasm_plugin_and_convert_prints_it() {
     let reg = Registry::start();
-    let module = format!(
-        "{}/../plugins/dist/header-append.wasm",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let url = reg.url("maistra/header-append:2.1");
-    let out = Cli::new(["push", module.as_str(), url.as_str()])
-        .env("WASMGATE_INSECURE_REGISTRIES", reg.host())
-        .run();
-    assert_eq!(out.code, 0, "{}", out.all());
-    let digest = out.stdout.trim().to_owned();
+    let (url, digest) = reg.push_plugin("header-append", "maistra/header-append:2.1");
     let httpbin = Upstream::start("httpbin").await;
     let cache = tempfile::tempdir().expect("cache");
     let host = reg.host();
