@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Largest plugin module accepted, in bytes (Istio's 256 MiB default).
     #[arg(long, env = "WASMGATE_MAX_MODULE_SIZE", default_value_t = limits::DEFAULT_MAX_MODULE_SIZE)]
     pub max_module_size: u64,
+    /// What serves HTTP/1 connections: wasmgate's own proxy loop, or pingora-proxy (which always
+    /// serves HTTP/2 and h2c). Both run the same routing, plugins and errors.
+    #[arg(long, env = "WASMGATE_HTTP1_ENGINE", value_enum, default_value_t = Http1Engine::Native)]
+    pub http1_engine: Http1Engine,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -105,6 +109,14 @@ pub struct DemoArgs {
     pub port: u16,
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Http1Engine {
+    /// wasmgate's HTTP/1 loop on pingora-core's sessions (faster; see `server/h1/`).
+    Native,
+    /// pingora-proxy, as for HTTP/2.
+    Pingora,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,7 +10,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DNS_REFRESH_SECS: u64 = 10;
 /// Connect timeout to an upstream address; a refused or unreachable backend answers 503 after this.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle upstream connections kept per upstream address for reuse (Pingora's connector pool).
+/// Idle upstream connections kept per upstream address for reuse (Pingora's connector pool, and
+/// each worker's pool in `server/h1/upstream.rs`).
 pub const UPSTREAM_KEEPALIVE_POOL: usize = 128;
 /// How many upstream addresses one request may try when connecting fails.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
@@ -25,8 +26,13 @@ pub const RELOAD_WINDOW: Duration = Duration::from_millis(200);
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Rejected versions kept for `/config_dump`.
 pub const MAX_REJECTED_IN_DUMP: usize = 64;
+/// Seconds an idle downstream HTTP/1 connection is kept open for its next request (Pingora's default).
+pub const DOWNSTREAM_KEEPALIVE_SECS: u64 = 60;
 /// Idle upstream connections are closed after this long in the pool.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often each worker closes the idle upstream connections that expired or that the upstream
+/// closed. Between sweeps, a connection the upstream closed holds a descriptor in CLOSE_WAIT.
+pub const UPSTREAM_POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Pending connections the kernel queues per listening port.
 pub const LISTEN_BACKLOG: u32 = 4096;
 /// How long a reload waits for new backends' first DNS resolution before swapping anyway.
@@ -47,3 +53,7 @@ pub const STARTUP_PLUGIN_WAIT: Duration = Duration::from_secs(30);
 /// Write buffer of each downstream connection: a response header and a body up to this size leave
 /// in one `send` (see `server/coalesce.rs`). Pingora's own listeners use one MSS (1460 bytes).
 pub const DOWNSTREAM_WRITE_BUFFER: usize = 4096;
+/// Write buffer of each upstream connection: what Pingora's HTTP/1 client writes between two
+/// flushes (e.g. a chunk's size line, data and CRLF) leaves in one `send` (see
+/// `server/h1/upstream.rs`).
+pub const UPSTREAM_WRITE_BUFFER: usize = 4096;

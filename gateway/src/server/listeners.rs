@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora_core::protocols::{ALPN, GetSocketDigest, SocketDigest, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use serde::Serialize;
@@ -28,14 +28,17 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use super::coalesce::Coalesced;
-use super::proxy::Gateway;
+use super::handler::Gateway;
 use crate::config::PortListener;
 use crate::limits;
 use crate::metrics::Metrics;
 
 /// State shared by every accept loop and connection task.
 pub struct Shared {
+    /// pingora-proxy: HTTP/2 and h2c, and HTTP/1 when `http1` is `None`.
     pub app: Arc<HttpProxy<Gateway>>,
+    /// The handler for our own HTTP/1 engine (`--http1-engine native`).
+    pub http1: Option<Gateway>,
     /// Pingora's shutdown signal: once `true`, sessions stop keeping connections alive.
     pub shutdown: ShutdownWatch,
     pub metrics: Arc<Metrics>,
@@ -286,5 +289,36 @@ async fn serve_connection(
         }
     };
     let shared = &guard.0;
-    shared.app.process_new(stream, &shared.shutdown).await;
+    let mut stream = stream;
+    let Some(gateway) = &shared.http1 else {
+        shared.app.process_new(stream, &shared.shutdown).await;
+        return;
+    };
+    match is_h2(&mut stream).await {
+        Some(false) => super::h1::serve(gateway, stream, &shared.shutdown).await,
+        Some(true) => {
+            shared.app.process_new(stream, &shared.shutdown).await;
+        }
+        None => {}
+    }
+}
+
+/// Whether the client speaks HTTP/2: ALPN `h2` on TLS, the HTTP/2 preface on plain connections
+/// (h2c with prior knowledge), as pingora's `process_new` decides. The peeked bytes stay in the
+/// stream for whoever reads it next.
+/// `None`: the connection ended before the client said.
+async fn is_h2(stream: &mut Stream) -> Option<bool> {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if stream.get_ssl_digest().is_some() {
+        return Some(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+    }
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match stream.try_peek(&mut buf).await {
+        Ok(peeked) => Some(peeked && buf == H2_PREFACE),
+        Err(e) => {
+            // As pingora: normal when a client connects and leaves without a request.
+            tracing::debug!(error = %e, "connection closed before its first request");
+            None
+        }
+    }
 }

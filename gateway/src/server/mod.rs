@@ -7,6 +7,8 @@
 
 mod coalesce;
 pub mod errors;
+pub mod h1;
+pub mod handler;
 pub mod listeners;
 pub mod proxy;
 pub mod workers;
@@ -24,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::backends::{self, Backends};
-use crate::cli::{AccessLogFormat, ServeArgs};
+use crate::cli::{AccessLogFormat, Http1Engine, ServeArgs};
 use crate::config::{CompileOptions, CompiledConfig};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -32,8 +34,8 @@ use crate::plugins::PluginManager;
 use crate::plugins::host::GatewayHost;
 use crate::plugins::stats::PluginCollector;
 use crate::reload::{ConfigSource, Reloader};
+use handler::Gateway;
 use listeners::{ListenerManager, Shared};
-use proxy::Gateway;
 use wasmgate_fetcher::{Fetcher, FetcherOptions};
 use wasmgate_runtime::{Runtime, RuntimeOptions};
 use workers::Workers;
@@ -96,6 +98,7 @@ async fn serve(
         metrics: metrics.clone(),
         access_log: args.access_log != AccessLogFormat::Off,
     };
+    let http1 = (args.http1_engine == Http1Engine::Native).then(|| gateway.clone());
     let mut proxy = pingora_proxy::http_proxy(&server_conf, gateway);
     let mut options = HttpServerOptions::default();
     options.h2c = true;
@@ -105,6 +108,7 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         app: app.clone(),
+        http1,
         shutdown: shutdown_rx.clone(),
         metrics: metrics.clone(),
         connections: Arc::new(AtomicUsize::new(0)),

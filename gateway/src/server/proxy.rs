@@ -1,10 +1,8 @@
-//! The Pingora `ProxyHttp` implementation: route lookup, filters, upstream selection, errors,
-//! metrics and the access log. One instance serves every listener; the listener of a request is
-//! known from the local port it arrived on.
+//! The pingora-proxy engine: HTTP/2 and h2c connections (HTTP/1 has its own loop, `h1/`). Each
+//! `ProxyHttp` phase calls the shared handler (`handler.rs`); what is left here is Pingora's
+//! view of the upstream (`HttpPeer`, pooled per worker).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -12,209 +10,19 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::errors;
-use crate::access_log::{self, AccessRecord};
-use crate::backends::Backend;
-use crate::config::{CompiledConfig, SharedConfig};
+use super::handler::{Gateway, RequestCtx};
 use crate::limits;
-use crate::metrics::Metrics;
-use crate::plugins::filter::{self, ChainRun};
-use crate::plugins::{Chain, ChainLink, PluginManager};
-use crate::routing::filters::{HeaderSink, RedirectInput};
-use crate::routing::host::normalize_host;
-use crate::routing::{RequestView, Rule};
-
-/// The gateway's request handler.
-pub struct Gateway {
-    pub config: SharedConfig,
-    pub metrics: Arc<Metrics>,
-    pub access_log: bool,
-}
-
-/// Per-request state. The config snapshot is taken once when the request starts and kept to the
-/// end, so a reload never changes the routing of a request in flight.
-pub struct RequestCtx {
-    config: Arc<CompiledConfig>,
-    start: Instant,
-    rule: Option<Arc<Rule>>,
-    matched_prefix_len: Option<usize>,
-    backend: Option<Arc<Backend>>,
-    upstream: Option<SocketAddr>,
-    connect_attempts: usize,
-    /// The WasmPlugin chain of this request, once its request headers ran (`None`: no plugin).
-    wasm: Option<Box<ChainRun>>,
-    /// A plugin answered the request itself: nothing else may be written.
-    replied: bool,
-}
-
-// Pingora requires the CTX to be Send + Sync; keep that a compile-time fact.
-const _: fn() = || {
-    fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<RequestCtx>();
-};
-
-impl Gateway {}
-
-struct PingoraHeaders<'a, T>(&'a mut T);
-
-impl HeaderSink for PingoraHeaders<'_, RequestHeader> {
-    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.insert_header(n.clone(), v.clone());
-    }
-    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.append_header(n.clone(), v.clone());
-    }
-    fn remove(&mut self, n: &http::HeaderName) {
-        self.0.remove_header(n);
-    }
-}
-
-impl HeaderSink for PingoraHeaders<'_, ResponseHeader> {
-    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.insert_header(n.clone(), v.clone());
-    }
-    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.append_header(n.clone(), v.clone());
-    }
-    fn remove(&mut self, n: &http::HeaderName) {
-        self.0.remove_header(n);
-    }
-}
-
-/// A short text reply that keeps the downstream connection open (Pingora's error writer closes it).
-async fn write_local_reply(session: &mut Session, code: u16, body: &'static str) -> Result<()> {
-    let mut resp = ResponseHeader::build(code, Some(3))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(errors::body(body)), true)
-        .await
-}
-
-/// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` header.
-fn request_host(req: &RequestHeader) -> &str {
-    req.uri
-        .host()
-        .or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("")
-}
-
-fn local_port(session: &Session) -> u16 {
-    session
-        .as_downstream()
-        .server_addr()
-        .and_then(|a| a.as_inet())
-        .map_or(0, |a| a.port())
-}
 
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            config: self.config.load_full(),
-            start: Instant::now(),
-            rule: None,
-            matched_prefix_len: None,
-            backend: None,
-            upstream: None,
-            connect_attempts: 0,
-            wasm: None,
-            replied: false,
-        }
+        Gateway::new_ctx(self)
     }
 
-    /// Routes the request. Redirects are answered here; everything else continues to the upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let port = local_port(session);
-        let req = session.req_header();
-        let host = normalize_host(request_host(req));
-        let view = RequestView {
-            port,
-            host: &host,
-            method: &req.method,
-            path: req.uri.path(),
-            query: req.uri.query(),
-            headers: &req.headers,
-        };
-        let Some(entry) = ctx.config.routes.lookup(&view) else {
-            let explain = format!("no route for {host}{}", view.path);
-            // Gateway-wide plugins still run before the 404 (Envoy's filters precede its router).
-            if let Some(chain) = ctx.config.unrouted_chains.get(&port).cloned() {
-                let scheme = if ctx.config.is_tls_port(port) {
-                    "https"
-                } else {
-                    "http"
-                };
-                let host = host.to_string();
-                if run_request_chain(session, ctx, chain, scheme, &host).await? {
-                    return Ok(true);
-                }
-            }
-            return Error::e_explain(errors::NO_ROUTE, explain);
-        };
-        let rule = entry.rule.clone();
-        let chains = entry.chains.clone();
-        ctx.matched_prefix_len = entry.matcher.path.prefix_len();
-
-        if let Some(redirect) = &rule.filters.redirect {
-            let scheme = if ctx.config.is_tls_port(port) {
-                "https"
-            } else {
-                "http"
-            };
-            let location = redirect.location(&RedirectInput {
-                scheme,
-                host: &host,
-                listener_port: port,
-                path: view.path,
-                query: view.query,
-                matched_prefix_len: ctx.matched_prefix_len,
-            });
-            let mut resp = ResponseHeader::build(redirect.status, Some(2))?;
-            resp.insert_header(http::header::LOCATION, location)?;
-            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            rule.filters
-                .response_headers
-                .apply(&mut PingoraHeaders(&mut resp));
-            ctx.rule = Some(rule);
-            session.write_response_header(Box::new(resp), true).await?;
-            return Ok(true);
-        }
-
-        let Some(backend) = rule.backends.pick() else {
-            let route = rule.route.clone();
-            ctx.rule = Some(rule);
-            return Error::e_explain(
-                errors::NO_BACKEND,
-                format!("route {route} has no backend with weight > 0"),
-            );
-        };
-        let chain = chains
-            .as_ref()
-            .and_then(|c| c.for_backend(backend))
-            .cloned();
-        ctx.backend = Some(backend.clone());
-        ctx.rule = Some(rule);
-        match chain {
-            None => Ok(false),
-            Some(chain) => {
-                let scheme = if ctx.config.is_tls_port(port) {
-                    "https"
-                } else {
-                    "http"
-                };
-                let host = host.to_string();
-                run_request_chain(session, ctx, chain, scheme, &host).await
-            }
-        }
+        self.route(session, ctx).await
     }
 
     async fn request_body_filter(
@@ -224,41 +32,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(run) = ctx.wasm.as_mut().filter(|r| !r.no_request_body) else {
-            return Ok(());
-        };
-        let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
-        let mut data = body.take().unwrap_or_default();
-        let mut reply = None;
-        for s in run.streams.iter_mut() {
-            let mut out = s.on_request_body(&mut data, end_of_stream);
-            if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
-                if !end_of_stream {
-                    // The runtime keeps the chunk; the next one is offered together with it.
-                    return Ok(());
-                }
-                // Paused at the end of the body (e.g. waiting on an HTTP call): wait for it.
-                out = tokio::time::timeout(timeout, s.resumed())
-                    .await
-                    .map_err(|_| {
-                        Error::explain(errors::REQUEST_TIMEOUT, "plugin held the request body")
-                    })?;
-                if out.local_reply.is_none() {
-                    data = s.take_buffered_request_body();
-                }
-            }
-            if out.local_reply.is_some() {
-                reply = out.local_reply;
-                break;
-            }
-        }
-        if let Some(reply) = reply {
-            send_local_reply(session, ctx, reply).await?;
-            return Error::e_explain(PLUGIN_REPLIED, "a plugin answered the request");
-        }
-        // An empty chunk is not forwarded: Pingora would write it to a finished body.
-        *body = (!data.is_empty()).then_some(data);
-        Ok(())
+        self.request_body(session, body, end_of_stream, ctx).await
     }
 
     async fn upstream_peer(
@@ -266,35 +40,11 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        ctx.connect_attempts += 1;
-        let backend = ctx
-            .backend
-            .as_ref()
-            .ok_or_else(|| Error::explain(errors::NO_BACKEND, "no backend selected"))?;
-        let Some(addr) = backend.pick() else {
-            return Error::e_explain(
-                errors::BACKEND_UNRESOLVED,
-                format!(
-                    "backend {}:{} has no address",
-                    backend.key.name, backend.key.port
-                ),
-            );
-        };
-        let timeout = ctx
-            .rule
-            .as_ref()
-            .and_then(|r| r.upstream_timeout(ctx.start.elapsed()));
-        if timeout == Some(Duration::ZERO) {
-            return Error::e_explain(errors::REQUEST_TIMEOUT, "route request timeout expired");
-        }
-        ctx.upstream = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout =
-            Some(timeout.map_or(limits::UPSTREAM_CONNECT_TIMEOUT, |t| {
-                t.min(limits::UPSTREAM_CONNECT_TIMEOUT)
-            }));
-        peer.options.read_timeout = timeout;
-        peer.options.write_timeout = timeout;
+        let target = self.upstream(ctx)?;
+        let mut peer = HttpPeer::new(target.addr, false, String::new());
+        peer.options.connection_timeout = Some(target.connect_timeout);
+        peer.options.read_timeout = target.io_timeout;
+        peer.options.write_timeout = target.io_timeout;
         peer.options.idle_timeout = Some(limits::UPSTREAM_IDLE_TIMEOUT);
         // Idle upstream connections are pooled per worker: one reused from another worker would
         // be driven by that worker's event loop, and every read would wake a thread across cores.
@@ -309,12 +59,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Another address of the same backend may be up: retry (upstream_peer picks the next one).
-        let others = ctx
-            .backend
-            .as_ref()
-            .is_some_and(|b| b.addresses().len() > 1);
-        e.set_retry(others && ctx.connect_attempts < limits::MAX_CONNECT_ATTEMPTS);
+        e.set_retry(self.retry_connect(ctx));
         tracing::debug!(peer = %peer, error = %e, "upstream connect failed");
         e
     }
@@ -325,34 +70,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(rule) = &ctx.rule else { return Ok(()) };
-        if let Some(rw) = &rule.filters.rewrite {
-            if let Some(host) = &rw.hostname {
-                upstream.insert_header(http::header::HOST, host.clone())?;
-            }
-            if let Some(pm) = &rw.path {
-                let new_path = pm.apply(upstream.uri.path(), ctx.matched_prefix_len);
-                let pq = match upstream.uri.query() {
-                    Some(q) => format!("{new_path}?{q}"),
-                    None => new_path,
-                };
-                let uri = http::Uri::builder()
-                    .path_and_query(pq)
-                    .build()
-                    .map_err(|e| {
-                        Error::because(
-                            pingora_error::ErrorType::InternalError,
-                            "rewritten path is not a valid URI",
-                            e,
-                        )
-                    })?;
-                upstream.set_uri(uri);
-            }
-        }
-        rule.filters
-            .request_headers
-            .apply(&mut PingoraHeaders(upstream));
-        Ok(())
+        self.upstream_request(upstream, ctx)
     }
 
     async fn response_filter(
@@ -361,18 +79,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(rule) = &ctx.rule
-            && !rule.filters.response_headers.is_empty()
-        {
-            rule.filters
-                .response_headers
-                .apply(&mut PingoraHeaders(resp));
-        }
-        if let Some(run) = ctx.wasm.as_mut() {
-            let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
-            run_response_headers(run, resp, timeout).await?;
-        }
-        Ok(())
+        self.response_headers(resp, ctx).await
     }
 
     fn response_body_filter(
@@ -382,241 +89,29 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
-        let Some(run) = ctx.wasm.as_mut() else {
-            return Ok(None);
-        };
-        if run.replace_body.is_some() {
-            *body = if end_of_stream {
-                run.replace_body.take()
-            } else {
-                None
-            };
-            return Ok(None);
-        }
-        if let Some(reply) =
-            filter::body_chunk(run.streams.iter_mut().rev(), body, end_of_stream, false)
-        {
-            // Headers are gone already; Envoy resets the stream in this case.
-            tracing::debug!(
-                status = reply.status,
-                "plugin local reply after response headers: stream reset"
-            );
-            return Error::e_explain(PLUGIN_REPLIED, "plugin local reply after response headers");
-        }
+        self.response_body(body, end_of_stream, ctx)?;
         Ok(None)
     }
 
-    /// The one place errors become responses (see [`errors::response_for`]).
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        if ctx.replied {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        let (code, body, reuse) = errors::response_for(e);
-        let route = ctx.rule.as_ref().map_or("", |r| &r.route);
-        if code == 404 {
-            tracing::debug!(error = %e, "no route");
-        } else if code >= 500 {
-            tracing::warn!(status = code, route, upstream = ?ctx.upstream, error = %e, "request failed");
-        }
-        if code > 0 {
-            let written = if reuse {
-                write_local_reply(session, code, body).await
-            } else {
-                // Pingora's own error writer closes the connection, right after upstream failures.
-                session
-                    .respond_error_with_body(code, errors::body(body))
-                    .await
-            };
-            if let Err(we) = written {
-                tracing::debug!(error = %we, "failed to send error response");
-            }
-        }
+        let (error_code, can_reuse_downstream) = self.fail(session, e, ctx).await;
         FailToProxy {
-            error_code: code,
-            can_reuse_downstream: reuse,
+            error_code,
+            can_reuse_downstream,
         }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
-        // fail_to_proxy logs every failure once, with the route; Pingora's own line would repeat it.
+        // `fail` logs every failure once, with the route; Pingora's own line would repeat it.
         true
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(mut run) = ctx.wasm.take() {
-            for s in &mut run.streams {
-                s.on_log();
-            }
-        }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let elapsed = ctx.start.elapsed();
-        let route = ctx.rule.as_deref().map(|r| &*r.route);
-        match ctx.rule.as_ref().and_then(|r| r.ok_counter.as_ref()) {
-            Some(ok) if status == 200 => ok.inc(),
-            _ => self.metrics.request_done(route, status),
-        }
-        self.metrics.request_duration.observe(elapsed.as_secs_f64());
-        if self.access_log {
-            let req = session.req_header();
-            let upstream = ctx.upstream.map(|a| a.to_string());
-            access_log::emit(&AccessRecord {
-                method: req.method.as_str(),
-                path: req.uri.path_and_query().map_or("", |p| p.as_str()),
-                host: request_host(req),
-                status,
-                route: route.unwrap_or(""),
-                upstream: upstream.as_deref().unwrap_or(""),
-                duration_us: elapsed.as_micros() as u64,
-                bytes_sent: session.as_downstream().body_bytes_sent(),
-                bytes_received: session.as_downstream().body_bytes_read(),
-            });
-        }
+        self.log(session, ctx);
     }
-}
-
-/// A plugin's local reply was written: the request ends without another response.
-const PLUGIN_REPLIED: pingora_error::ErrorType =
-    pingora_error::ErrorType::new_code("PluginReplied", 0);
-
-/// How long a paused plugin may hold the request: what remains of the route timeout.
-fn pause_timeout(rule: Option<&Rule>, start: Instant) -> Duration {
-    rule.and_then(|r| r.request_timeout)
-        .map_or(limits::PLUGIN_PAUSE_TIMEOUT, |t| {
-            t.saturating_sub(start.elapsed())
-        })
-}
-
-fn stream_info(session: &Session, ctx: &RequestCtx) -> wasmgate_runtime::StreamInfo {
-    let ds = session.as_downstream();
-    wasmgate_runtime::StreamInfo {
-        source: ds.client_addr().and_then(|a| a.as_inet()).copied(),
-        destination: ds.server_addr().and_then(|a| a.as_inet()).copied(),
-        protocol: if ds.is_http2() { "HTTP/2" } else { "HTTP/1.1" }.into(),
-        route_name: ctx.rule.as_ref().map(|r| r.route.to_string()),
-        cluster_name: ctx.backend.as_ref().map(|b| b.key.name.clone()),
-        ..Default::default()
-    }
-}
-
-/// Runs the request-header callbacks of the chain, in order. `Ok(true)`: a plugin (or deny-all)
-/// answered and the response is written.
-async fn run_request_chain(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    chain: Chain,
-    scheme: &str,
-    host: &str,
-) -> Result<bool> {
-    let info = Arc::new(stream_info(session, ctx));
-    let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
-    let mut headers = filter::request_list(session.req_header(), scheme, host);
-    let eos = session.as_downstream_mut().is_body_empty();
-    ctx.wasm = Some(Box::new(ChainRun::new(chain.clone())));
-    for link in chain.iter() {
-        let run = ctx.wasm.as_mut().expect("set above");
-        let a = match link {
-            ChainLink::DenyAll(d) => {
-                PluginManager::count_deny(d);
-                send_local_reply(session, ctx, filter::deny_all_reply()).await?;
-                return Ok(true);
-            }
-            ChainLink::Run(a) => a,
-        };
-        run.streams.push(a.plugin.new_stream(info.clone()));
-        let s = run.streams.last_mut().expect("pushed");
-        let mut out = s.on_request_headers(&mut headers, eos);
-        if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
-            out = match tokio::time::timeout(timeout, s.resumed()).await {
-                Ok(o) => o,
-                Err(_) => {
-                    return Error::e_explain(
-                        errors::REQUEST_TIMEOUT,
-                        format!("plugin {} held the request past the route timeout", a.name),
-                    );
-                }
-            };
-            if out.local_reply.is_none()
-                && out.action == wasmgate_runtime::Action::Continue
-                && let Some(h) = s.request_headers()
-            {
-                headers = h;
-            }
-        }
-        if let Some(reply) = out.local_reply {
-            send_local_reply(session, ctx, reply).await?;
-            return Ok(true);
-        }
-        if out.action == wasmgate_runtime::Action::Close {
-            ctx.replied = true;
-            return Error::e_explain(
-                PLUGIN_REPLIED,
-                format!("plugin {} closed the stream", a.name),
-            );
-        }
-    }
-    filter::apply_request(session.req_header_mut(), scheme, host, &headers);
-    if let Some(run) = ctx.wasm.as_mut() {
-        run.no_request_body = eos;
-    }
-    Ok(false)
-}
-
-/// Sends a plugin's local reply through the response callbacks of the plugins that ran.
-async fn send_local_reply(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    reply: wasmgate_runtime::LocalReply,
-) -> Result<()> {
-    ctx.replied = true;
-    let streams = ctx
-        .wasm
-        .as_mut()
-        .map_or(&mut [][..], |r| &mut r.streams[..]);
-    let (resp, body) = filter::local_reply_response(streams, reply);
-    let empty = body.is_empty();
-    session.write_response_header(Box::new(resp), empty).await?;
-    if !empty {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
-}
-
-/// Response-header callbacks, in reverse chain order. A local reply here replaces the response.
-async fn run_response_headers(
-    run: &mut ChainRun,
-    resp: &mut ResponseHeader,
-    timeout: Duration,
-) -> Result<()> {
-    let mut list = filter::response_list(resp);
-    let n = run.streams.len();
-    for i in (0..n).rev() {
-        let s = &mut run.streams[i];
-        let mut out = s.on_response_headers(&mut list, false);
-        if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
-            out = tokio::time::timeout(timeout, s.resumed())
-                .await
-                .map_err(|_| Error::explain(errors::REQUEST_TIMEOUT, "plugin held the response"))?;
-            if out.local_reply.is_none()
-                && let Some(h) = s.response_headers()
-            {
-                list = h;
-            }
-        }
-        if let Some(reply) = out.local_reply {
-            let (new, body) = filter::local_reply_response(&mut [], reply);
-            *resp = new;
-            run.replace_body = Some(body);
-            return Ok(());
-        }
-    }
-    filter::apply_response(resp, &list);
-    Ok(())
 }

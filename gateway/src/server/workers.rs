@@ -63,7 +63,12 @@ impl Workers {
                     wasmgate_runtime::set_thread_slot(index);
                     let _ = handle_tx.send(Ok(rt.handle().clone()));
                     rt.block_on(async {
+                        // The worker's idle upstream connections (HTTP/1 engine), swept here
+                        // rather than watched by a task each.
+                        let sweeper =
+                            tokio::spawn(crate::server::h1::upstream::sweep_periodically());
                         let _ = stop_rx.await;
+                        sweeper.abort();
                     });
                     // Connections still open after the grace period are dropped with the runtime.
                     rt.shutdown_timeout(Duration::from_millis(100));

@@ -1,0 +1,252 @@
+//! One HTTP/1 request → upstream → response exchange, in sequence, on one task.
+//!
+//! pingora-proxy runs the two directions as a joined pair of futures linked by channels, so a
+//! request body and a response can flow at the same time. For HTTP/1 that buys nothing in the
+//! common case and costs a channel pair, a join and a header clone per request; here the request
+//! (header, then body) goes out first and the response comes back after, the way nginx proxies
+//! HTTP/1 (it even buffers the whole request body first). Upgraded connections (WebSocket) are
+//! the exception: both directions are copied at once (see [`tunnel`]).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+
+use super::{sanitize, upstream};
+use crate::server::handler::{Gateway, RequestCtx, UpstreamTarget};
+
+/// Serves the request `ds` has read, to its end. Returns whether the downstream connection may
+/// serve another request.
+pub async fn serve_request(gw: &Gateway, ds: &mut ServerSession) -> bool {
+    let mut ctx = gw.new_ctx();
+    let reuse = match proxy(gw, ds, &mut ctx).await {
+        Ok(reuse) => reuse,
+        Err(e) => gw.fail(ds, &e, &ctx).await.1,
+    };
+    gw.log(ds, &mut ctx);
+    reuse
+}
+
+async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Result<bool> {
+    if ds.req_header().method == http::Method::CONNECT {
+        // As pingora-proxy: CONNECT changes message framing and is not proxied.
+        ds.respond_error(405).await?;
+        return Ok(false);
+    }
+    if gw.route(ds, ctx).await? {
+        return Ok(true);
+    }
+    let has_body = !ds.is_body_empty();
+    let target = gw.upstream(ctx)?;
+    let (mut us, addr) = match upstream::with_pool(|p| p.take(target.addr)) {
+        Some(stream) => {
+            let mut us = session(stream, &target);
+            let sent = send_request(gw, ds, &mut us, ctx, has_body).await;
+            match sent {
+                Ok(()) => (us, target.addr),
+                // The upstream closed the idle connection as it was taken (the pool's liveness
+                // check cannot see a close that is still in flight). As Go's HTTP client does, an
+                // idempotent request without a body is sent again on a new connection.
+                Err(e) if !has_body && is_idempotent(ds.req_header()) && !is_timeout(&e) => {
+                    tracing::debug!(upstream = %target.addr, error = %e, "pooled connection failed; sending again");
+                    let (mut us, addr) = connect(gw, ctx, target).await?;
+                    send_request(gw, ds, &mut us, ctx, has_body).await?;
+                    (us, addr)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None => {
+            let (mut us, addr) = connect(gw, ctx, target).await?;
+            send_request(gw, ds, &mut us, ctx, has_body).await?;
+            (us, addr)
+        }
+    };
+
+    let mut resp = Box::new(us.resp_header().expect("read by send_request").clone());
+    let upgrade_req = us.is_upgrade_req();
+    sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), upgrade_req)?;
+    gw.response_headers(&mut resp, ctx).await?;
+    sanitize::after_response_filter(&resp, ds.req_header(), upgrade_req)?;
+    let upgrade = ds.is_upgrade(&resp) == Some(true);
+    ds.write_response_header(resp)
+        .await
+        .map_err(Error::into_down)?;
+    if upgrade {
+        tunnel(ds, &mut us).await?;
+        return Ok(false);
+    }
+    forward_response_body(gw, ds, &mut us, ctx).await?;
+
+    us.respect_keepalive();
+    if let Some(stream) = us.reuse().await {
+        upstream::with_pool(|p| p.put(addr, stream));
+    }
+    Ok(true)
+}
+
+/// Writes the request (header, then body) and reads the response header. The upstream request
+/// is built from the downstream one, which the plugins have already edited in place, so sending
+/// it again on another connection builds the same request.
+async fn send_request(
+    gw: &Gateway,
+    ds: &mut ServerSession,
+    us: &mut ClientSession,
+    ctx: &mut RequestCtx,
+    has_body: bool,
+) -> Result<()> {
+    let mut req = sanitize::before_filter(ds.req_header())?;
+    if has_body && expects_continue(ds.req_header()) {
+        // The gateway answers `Expect: 100-continue` itself (see `forward_request_body`).
+        req.remove_header(&http::header::EXPECT);
+    }
+    gw.upstream_request(&mut req, ctx)?;
+    sanitize::after_filter(&mut req, ds.req_header(), has_body)?;
+    us.write_request_header(req).await.map_err(Error::into_up)?;
+    if has_body {
+        forward_request_body(gw, ds, us, ctx).await?;
+    }
+    us.finish_body().await.map_err(Error::into_up)?;
+    read_final_response(us).await
+}
+
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn is_idempotent(req: &RequestHeader) -> bool {
+    use http::Method;
+    matches!(
+        req.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout
+    )
+}
+
+async fn connect(
+    gw: &Gateway,
+    ctx: &mut RequestCtx,
+    mut target: UpstreamTarget,
+) -> Result<(ClientSession, SocketAddr)> {
+    loop {
+        match upstream::connect(target.addr, target.connect_timeout).await {
+            Ok(stream) => return Ok((session(stream, &target), target.addr)),
+            Err(e) if gw.retry_connect(ctx) => {
+                tracing::debug!(upstream = %target.addr, error = %e, "upstream connect failed; trying another address");
+                target = gw.upstream(ctx)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn session(stream: Stream, target: &UpstreamTarget) -> ClientSession {
+    let mut us = ClientSession::new(stream);
+    us.read_timeout = target.io_timeout;
+    us.write_timeout = target.io_timeout;
+    us
+}
+
+/// Streams the request body upstream through the plugins. A client that sent
+/// `Expect: 100-continue` gets `100 Continue` from the gateway first, the way nginx answers it:
+/// forwarding `Expect` and relaying the upstream's `100`, as pingora-proxy does, needs both
+/// directions at once.
+async fn forward_request_body(
+    gw: &Gateway,
+    ds: &mut ServerSession,
+    us: &mut ClientSession,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if expects_continue(ds.req_header()) {
+        ds.write_continue_response()
+            .await
+            .map_err(Error::into_down)?;
+    }
+    loop {
+        let mut chunk = ds.read_request_body().await.map_err(Error::into_down)?;
+        let end = chunk.is_none() || ds.is_body_done();
+        gw.request_body(ds, &mut chunk, end, ctx).await?;
+        if let Some(data) = chunk {
+            us.write_body(&data).await.map_err(Error::into_up)?;
+        }
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads the response header. Informational ones (`100 Continue`, `103 Early Hints`) are
+/// skipped: the gateway answered `Expect: 100-continue` itself.
+async fn read_final_response(us: &mut ClientSession) -> Result<()> {
+    loop {
+        us.read_response().await.map_err(Error::into_up)?;
+        let status = us.resp_header().map_or(0, |r| r.status.as_u16());
+        if !(100..200).contains(&status) || status == 101 {
+            return Ok(());
+        }
+    }
+}
+
+async fn forward_response_body(
+    gw: &Gateway,
+    ds: &mut ServerSession,
+    us: &mut ClientSession,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    loop {
+        let mut chunk = if us.is_body_done() {
+            None
+        } else {
+            us.read_body_bytes().await.map_err(Error::into_up)?
+        };
+        let end = chunk.is_none() || us.is_body_done();
+        gw.response_body(&mut chunk, end, ctx)?;
+        ds.write_response_body(chunk.unwrap_or_default(), end)
+            .await
+            .map_err(Error::into_down)?;
+        if end {
+            return Ok(());
+        }
+    }
+}
+
+/// Copies both directions of an upgraded connection until both have ended.
+async fn tunnel(ds: &mut ServerSession, us: &mut ClientSession) -> Result<()> {
+    us.maybe_upgrade_body_writer();
+    let (mut down_open, mut up_open) = (true, true);
+    while down_open || up_open {
+        // Both reads are cancel-safe (pingora-proxy selects over them the same way); writes run
+        // to completion outside the select.
+        tokio::select! {
+            r = ds.read_request_body(), if down_open => match r.map_err(Error::into_down)? {
+                Some(data) => {
+                    us.write_body(&data).await.map_err(Error::into_up)?;
+                }
+                None => {
+                    down_open = false;
+                    us.finish_body().await.map_err(Error::into_up)?;
+                }
+            },
+            r = us.read_body_bytes(), if up_open => match r.map_err(Error::into_up)? {
+                Some(data) => ds.write_response_body(data, false).await.map_err(Error::into_down)?,
+                None => {
+                    up_open = false;
+                    ds.write_response_body(Bytes::new(), true).await.map_err(Error::into_down)?;
+                }
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,575 @@
+//! What the gateway does with a request, phase by phase, whichever HTTP engine carries it:
+//! pingora-proxy for HTTP/2 and h2c (`proxy.rs`), our own loop for HTTP/1 (`h1/`). Both hold a
+//! pingora-core [`ServerSession`], so routing, plugins, errors, metrics and the access log are
+//! written once, here, against that one type.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pingora_core::protocols::http::ServerSession;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::errors;
+use crate::access_log::{self, AccessRecord};
+use crate::backends::Backend;
+use crate::config::{CompiledConfig, SharedConfig};
+use crate::limits;
+use crate::metrics::Metrics;
+use crate::plugins::filter::{self, ChainRun};
+use crate::plugins::{Chain, ChainLink, PluginManager};
+use crate::routing::filters::{HeaderSink, RedirectInput};
+use crate::routing::host::normalize_host;
+use crate::routing::{RequestView, Rule};
+
+/// The gateway's request handler: what both engines share.
+#[derive(Clone)]
+pub struct Gateway {
+    pub config: SharedConfig,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+}
+
+/// Per-request state. The config snapshot is taken once when the request starts and kept to the
+/// end, so a reload never changes the routing of a request in flight.
+pub struct RequestCtx {
+    config: Arc<CompiledConfig>,
+    start: Instant,
+    rule: Option<Arc<Rule>>,
+    matched_prefix_len: Option<usize>,
+    backend: Option<Arc<Backend>>,
+    pub upstream: Option<SocketAddr>,
+    connect_attempts: usize,
+    /// The WasmPlugin chain of this request, once its request headers ran (`None`: no plugin).
+    wasm: Option<Box<ChainRun>>,
+    /// A plugin answered the request itself: nothing else may be written.
+    pub replied: bool,
+}
+
+// Pingora requires the CTX to be Send + Sync; keep that a compile-time fact.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RequestCtx>();
+};
+
+/// Where and how to reach the upstream for one attempt.
+pub struct UpstreamTarget {
+    pub addr: SocketAddr,
+    pub connect_timeout: Duration,
+    /// Bound on each upstream read and write: what remains of the route timeout.
+    pub io_timeout: Option<Duration>,
+}
+
+/// A plugin's local reply was written: the request ends without another response.
+pub const PLUGIN_REPLIED: pingora_error::ErrorType =
+    pingora_error::ErrorType::new_code("PluginReplied", 0);
+
+impl Gateway {
+    pub fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            config: self.config.load_full(),
+            start: Instant::now(),
+            rule: None,
+            matched_prefix_len: None,
+            backend: None,
+            upstream: None,
+            connect_attempts: 0,
+            wasm: None,
+            replied: false,
+        }
+    }
+
+    /// Routes the request. `Ok(true)`: the response is written (a redirect or a plugin's reply).
+    pub async fn route(&self, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Result<bool> {
+        let port = local_port(ds);
+        let req = ds.req_header();
+        let host = normalize_host(request_host(req));
+        let view = RequestView {
+            port,
+            host: &host,
+            method: &req.method,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
+        };
+        let scheme = if ctx.config.is_tls_port(port) {
+            "https"
+        } else {
+            "http"
+        };
+        let Some(entry) = ctx.config.routes.lookup(&view) else {
+            let explain = format!("no route for {host}{}", view.path);
+            // Gateway-wide plugins still run before the 404 (Envoy's filters precede its router).
+            if let Some(chain) = ctx.config.unrouted_chains.get(&port).cloned() {
+                let host = host.to_string();
+                if run_request_chain(ds, ctx, chain, scheme, &host).await? {
+                    return Ok(true);
+                }
+            }
+            return Error::e_explain(errors::NO_ROUTE, explain);
+        };
+        let rule = entry.rule.clone();
+        let chains = entry.chains.clone();
+        ctx.matched_prefix_len = entry.matcher.path.prefix_len();
+
+        if let Some(redirect) = &rule.filters.redirect {
+            let location = redirect.location(&RedirectInput {
+                scheme,
+                host: &host,
+                listener_port: port,
+                path: view.path,
+                query: view.query,
+                matched_prefix_len: ctx.matched_prefix_len,
+            });
+            let mut resp = ResponseHeader::build(redirect.status, Some(2))?;
+            resp.insert_header(http::header::LOCATION, location)?;
+            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+            rule.filters
+                .response_headers
+                .apply(&mut PingoraHeaders(&mut resp));
+            ctx.rule = Some(rule);
+            ds.write_response_header(Box::new(resp)).await?;
+            ds.write_response_body(Bytes::new(), true).await?;
+            return Ok(true);
+        }
+
+        let Some(backend) = rule.backends.pick() else {
+            let route = rule.route.clone();
+            ctx.rule = Some(rule);
+            return Error::e_explain(
+                errors::NO_BACKEND,
+                format!("route {route} has no backend with weight > 0"),
+            );
+        };
+        let chain = chains
+            .as_ref()
+            .and_then(|c| c.for_backend(backend))
+            .cloned();
+        ctx.backend = Some(backend.clone());
+        ctx.rule = Some(rule);
+        match chain {
+            None => Ok(false),
+            Some(chain) => {
+                let host = host.to_string();
+                run_request_chain(ds, ctx, chain, scheme, &host).await
+            }
+        }
+    }
+
+    /// One chunk of the request body through the plugins. `body` is what goes upstream (`None`:
+    /// nothing now, a plugin buffers it).
+    pub async fn request_body(
+        &self,
+        ds: &mut ServerSession,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(run) = ctx.wasm.as_mut().filter(|r| !r.no_request_body) else {
+            return Ok(());
+        };
+        let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
+        let mut data = body.take().unwrap_or_default();
+        let mut reply = None;
+        for s in run.streams.iter_mut() {
+            let mut out = s.on_request_body(&mut data, end_of_stream);
+            if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
+                if !end_of_stream {
+                    // The runtime keeps the chunk; the next one is offered together with it.
+                    return Ok(());
+                }
+                // Paused at the end of the body (e.g. waiting on an HTTP call): wait for it.
+                out = tokio::time::timeout(timeout, s.resumed())
+                    .await
+                    .map_err(|_| {
+                        Error::explain(errors::REQUEST_TIMEOUT, "plugin held the request body")
+                    })?;
+                if out.local_reply.is_none() {
+                    data = s.take_buffered_request_body();
+                }
+            }
+            if out.local_reply.is_some() {
+                reply = out.local_reply;
+                break;
+            }
+        }
+        if let Some(reply) = reply {
+            send_local_reply(ds, ctx, reply).await?;
+            return Error::e_explain(PLUGIN_REPLIED, "a plugin answered the request");
+        }
+        // An empty chunk is not forwarded: it would end a chunked body early.
+        *body = (!data.is_empty()).then_some(data);
+        Ok(())
+    }
+
+    /// The upstream address and timeouts for the next connect attempt.
+    pub fn upstream(&self, ctx: &mut RequestCtx) -> Result<UpstreamTarget> {
+        ctx.connect_attempts += 1;
+        let backend = ctx
+            .backend
+            .as_ref()
+            .ok_or_else(|| Error::explain(errors::NO_BACKEND, "no backend selected"))?;
+        let Some(addr) = backend.pick() else {
+            return Error::e_explain(
+                errors::BACKEND_UNRESOLVED,
+                format!(
+                    "backend {}:{} has no address",
+                    backend.key.name, backend.key.port
+                ),
+            );
+        };
+        let timeout = ctx
+            .rule
+            .as_ref()
+            .and_then(|r| r.upstream_timeout(ctx.start.elapsed()));
+        if timeout == Some(Duration::ZERO) {
+            return Error::e_explain(errors::REQUEST_TIMEOUT, "route request timeout expired");
+        }
+        ctx.upstream = Some(addr);
+        Ok(UpstreamTarget {
+            addr,
+            connect_timeout: timeout.map_or(limits::UPSTREAM_CONNECT_TIMEOUT, |t| {
+                t.min(limits::UPSTREAM_CONNECT_TIMEOUT)
+            }),
+            io_timeout: timeout,
+        })
+    }
+
+    /// After a failed connect: whether to try again (another address of the backend may be up;
+    /// [`Gateway::upstream`] picks the next one).
+    pub fn retry_connect(&self, ctx: &RequestCtx) -> bool {
+        let others = ctx
+            .backend
+            .as_ref()
+            .is_some_and(|b| b.addresses().len() > 1);
+        others && ctx.connect_attempts < limits::MAX_CONNECT_ATTEMPTS
+    }
+
+    /// The route's rewrites and header filters on the request that goes upstream.
+    pub fn upstream_request(&self, upstream: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+        let Some(rule) = &ctx.rule else { return Ok(()) };
+        if let Some(rw) = &rule.filters.rewrite {
+            if let Some(host) = &rw.hostname {
+                upstream.insert_header(http::header::HOST, host.clone())?;
+            }
+            if let Some(pm) = &rw.path {
+                let new_path = pm.apply(upstream.uri.path(), ctx.matched_prefix_len);
+                let pq = match upstream.uri.query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                let uri = http::Uri::builder()
+                    .path_and_query(pq)
+                    .build()
+                    .map_err(|e| {
+                        Error::because(
+                            pingora_error::ErrorType::InternalError,
+                            "rewritten path is not a valid URI",
+                            e,
+                        )
+                    })?;
+                upstream.set_uri(uri);
+            }
+        }
+        rule.filters
+            .request_headers
+            .apply(&mut PingoraHeaders(upstream));
+        Ok(())
+    }
+
+    /// The route's response header filters, then the plugins' response-header callbacks.
+    pub async fn response_headers(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(rule) = &ctx.rule
+            && !rule.filters.response_headers.is_empty()
+        {
+            rule.filters
+                .response_headers
+                .apply(&mut PingoraHeaders(resp));
+        }
+        if let Some(run) = ctx.wasm.as_mut() {
+            let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
+            run_response_headers(run, resp, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// One chunk of the response body through the plugins, in reverse chain order.
+    pub fn response_body(
+        &self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(run) = ctx.wasm.as_mut() else {
+            return Ok(());
+        };
+        if run.replace_body.is_some() {
+            *body = if end_of_stream {
+                run.replace_body.take()
+            } else {
+                None
+            };
+            return Ok(());
+        }
+        if let Some(reply) =
+            filter::body_chunk(run.streams.iter_mut().rev(), body, end_of_stream, false)
+        {
+            // Headers are gone already; Envoy resets the stream in this case.
+            tracing::debug!(
+                status = reply.status,
+                "plugin local reply after response headers: stream reset"
+            );
+            return Error::e_explain(PLUGIN_REPLIED, "plugin local reply after response headers");
+        }
+        Ok(())
+    }
+
+    /// The one place errors become responses (see [`errors::response_for`]). Returns the status
+    /// written (0: none) and whether the downstream connection may serve another request.
+    pub async fn fail(&self, ds: &mut ServerSession, e: &Error, ctx: &RequestCtx) -> (u16, bool) {
+        if ctx.replied {
+            return (0, false);
+        }
+        let (code, body, reuse) = errors::response_for(e);
+        let route = ctx.rule.as_ref().map_or("", |r| &r.route);
+        if code == 404 {
+            tracing::debug!(error = %e, "no route");
+        } else if code >= 500 {
+            tracing::warn!(status = code, route, upstream = ?ctx.upstream, error = %e, "request failed");
+        }
+        if code > 0 {
+            let written = if reuse {
+                write_local_reply(ds, code, body).await
+            } else {
+                // Pingora's error writer closes the connection, as after upstream failures.
+                ds.respond_error_with_body(code, errors::body(body)).await
+            };
+            if let Err(we) = written {
+                tracing::debug!(error = %we, "failed to send error response");
+            }
+        }
+        (code, reuse)
+    }
+
+    /// The end of a request: the plugins' log callbacks, metrics and the access log.
+    pub fn log(&self, ds: &ServerSession, ctx: &mut RequestCtx) {
+        if let Some(mut run) = ctx.wasm.take() {
+            for s in &mut run.streams {
+                s.on_log();
+            }
+        }
+        let status = ds.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        let route = ctx.rule.as_deref().map(|r| &*r.route);
+        match ctx.rule.as_ref().and_then(|r| r.ok_counter.as_ref()) {
+            Some(ok) if status == 200 => ok.inc(),
+            _ => self.metrics.request_done(route, status),
+        }
+        self.metrics.request_duration.observe(elapsed.as_secs_f64());
+        if self.access_log {
+            let req = ds.req_header();
+            let upstream = ctx.upstream.map(|a| a.to_string());
+            access_log::emit(&AccessRecord {
+                method: req.method.as_str(),
+                path: req.uri.path_and_query().map_or("", |p| p.as_str()),
+                host: request_host(req),
+                status,
+                route: route.unwrap_or(""),
+                upstream: upstream.as_deref().unwrap_or(""),
+                duration_us: elapsed.as_micros() as u64,
+                bytes_sent: ds.body_bytes_sent(),
+                bytes_received: ds.body_bytes_read(),
+            });
+        }
+    }
+}
+
+struct PingoraHeaders<'a, T>(&'a mut T);
+
+impl HeaderSink for PingoraHeaders<'_, RequestHeader> {
+    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.insert_header(n.clone(), v.clone());
+    }
+    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.append_header(n.clone(), v.clone());
+    }
+    fn remove(&mut self, n: &http::HeaderName) {
+        self.0.remove_header(n);
+    }
+}
+
+impl HeaderSink for PingoraHeaders<'_, ResponseHeader> {
+    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.insert_header(n.clone(), v.clone());
+    }
+    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+        let _ = self.0.append_header(n.clone(), v.clone());
+    }
+    fn remove(&mut self, n: &http::HeaderName) {
+        self.0.remove_header(n);
+    }
+}
+
+/// A short text reply that keeps the downstream connection open (Pingora's error writer closes it).
+async fn write_local_reply(ds: &mut ServerSession, code: u16, body: &'static str) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+    ds.write_response_header(Box::new(resp)).await?;
+    ds.write_response_body(errors::body(body), true).await
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` header.
+fn request_host(req: &RequestHeader) -> &str {
+    req.uri
+        .host()
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
+fn local_port(ds: &ServerSession) -> u16 {
+    ds.server_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(0, |a| a.port())
+}
+
+/// How long a paused plugin may hold the request: what remains of the route timeout.
+fn pause_timeout(rule: Option<&Rule>, start: Instant) -> Duration {
+    rule.and_then(|r| r.request_timeout)
+        .map_or(limits::PLUGIN_PAUSE_TIMEOUT, |t| {
+            t.saturating_sub(start.elapsed())
+        })
+}
+
+fn stream_info(ds: &ServerSession, ctx: &RequestCtx) -> wasmgate_runtime::StreamInfo {
+    wasmgate_runtime::StreamInfo {
+        source: ds.client_addr().and_then(|a| a.as_inet()).copied(),
+        destination: ds.server_addr().and_then(|a| a.as_inet()).copied(),
+        protocol: if ds.is_http2() { "HTTP/2" } else { "HTTP/1.1" }.into(),
+        route_name: ctx.rule.as_ref().map(|r| r.route.to_string()),
+        cluster_name: ctx.backend.as_ref().map(|b| b.key.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// Runs the request-header callbacks of the chain, in order. `Ok(true)`: a plugin (or deny-all)
+/// answered and the response is written.
+async fn run_request_chain(
+    ds: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    chain: Chain,
+    scheme: &str,
+    host: &str,
+) -> Result<bool> {
+    let info = Arc::new(stream_info(ds, ctx));
+    let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
+    let mut headers = filter::request_list(ds.req_header(), scheme, host);
+    let eos = ds.is_body_empty();
+    ctx.wasm = Some(Box::new(ChainRun::new(chain.clone())));
+    for link in chain.iter() {
+        let run = ctx.wasm.as_mut().expect("set above");
+        let a = match link {
+            ChainLink::DenyAll(d) => {
+                PluginManager::count_deny(d);
+                send_local_reply(ds, ctx, filter::deny_all_reply()).await?;
+                return Ok(true);
+            }
+            ChainLink::Run(a) => a,
+        };
+        run.streams.push(a.plugin.new_stream(info.clone()));
+        let s = run.streams.last_mut().expect("pushed");
+        let mut out = s.on_request_headers(&mut headers, eos);
+        if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
+            out = match tokio::time::timeout(timeout, s.resumed()).await {
+                Ok(o) => o,
+                Err(_) => {
+                    return Error::e_explain(
+                        errors::REQUEST_TIMEOUT,
+                        format!("plugin {} held the request past the route timeout", a.name),
+                    );
+                }
+            };
+            if out.local_reply.is_none()
+                && out.action == wasmgate_runtime::Action::Continue
+                && let Some(h) = s.request_headers()
+            {
+                headers = h;
+            }
+        }
+        if let Some(reply) = out.local_reply {
+            send_local_reply(ds, ctx, reply).await?;
+            return Ok(true);
+        }
+        if out.action == wasmgate_runtime::Action::Close {
+            ctx.replied = true;
+            return Error::e_explain(
+                PLUGIN_REPLIED,
+                format!("plugin {} closed the stream", a.name),
+            );
+        }
+    }
+    filter::apply_request(ds.req_header_mut(), scheme, host, &headers);
+    if let Some(run) = ctx.wasm.as_mut() {
+        run.no_request_body = eos;
+    }
+    Ok(false)
+}
+
+/// Sends a plugin's local reply through the response callbacks of the plugins that ran.
+async fn send_local_reply(
+    ds: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    reply: wasmgate_runtime::LocalReply,
+) -> Result<()> {
+    ctx.replied = true;
+    let streams = ctx
+        .wasm
+        .as_mut()
+        .map_or(&mut [][..], |r| &mut r.streams[..]);
+    let (resp, body) = filter::local_reply_response(streams, reply);
+    ds.write_response_header(Box::new(resp)).await?;
+    ds.write_response_body(body, true).await
+}
+
+/// Response-header callbacks, in reverse chain order. A local reply here replaces the response.
+async fn run_response_headers(
+    run: &mut ChainRun,
+    resp: &mut ResponseHeader,
+    timeout: Duration,
+) -> Result<()> {
+    let mut list = filter::response_list(resp);
+    let n = run.streams.len();
+    for i in (0..n).rev() {
+        let s = &mut run.streams[i];
+        let mut out = s.on_response_headers(&mut list, false);
+        if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
+            out = tokio::time::timeout(timeout, s.resumed())
+                .await
+                .map_err(|_| Error::explain(errors::REQUEST_TIMEOUT, "plugin held the response"))?;
+            if out.local_reply.is_none()
+                && let Some(h) = s.response_headers()
+            {
+                list = h;
+            }
+        }
+        if let Some(reply) = out.local_reply {
+            let (new, body) = filter::local_reply_response(&mut [], reply);
+            *resp = new;
+            run.replace_body = Some(body);
+            return Ok(());
+        }
+    }
+    filter::apply_response(resp, &list);
+    Ok(())
+}
