@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod raw;
 pub mod registry;
 pub mod upstream;
 
