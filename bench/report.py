@@ -23,6 +23,7 @@ SCENARIOS = [
     ("nginx-proxy", "nginx proxy"),
     ("nginx-auth", "nginx proxy + `auth_basic`"),
     ("wasmgate", "wasmgate, no plugin"),
+    ("wasmgate-pingora", "wasmgate, no plugin, HTTP/1 on pingora-proxy (`--http1-engine pingora`)"),
     ("wasmgate-basic-auth", "wasmgate + `basic-auth`"),
     ("wasmgate-chain5", "wasmgate + 5-plugin chain"),
     ("wasmgate-hotswap", "wasmgate + `header-append`, rewritten every {iv} ms"),

@@ -30,8 +30,8 @@ usage: bench/run.sh [options]
   --swaps N               writes in the long hot-swap run, every --swap-interval-ms (default 1000)
   --swap-interval-ms MS   period of the plugin-config rewrites (default 100)
   --scenarios LIST        only these load scenarios (default all):
-                          direct,nginx-proxy,nginx-auth,wasmgate,wasmgate-basic-auth,
-                          wasmgate-chain5,wasmgate-hotswap
+                          direct,nginx-proxy,nginx-auth,wasmgate,wasmgate-pingora,
+                          wasmgate-basic-auth,wasmgate-chain5,wasmgate-hotswap
   --no-extras             skip the long hot-swap run, the memory and the cold-start measurements
   --out DIR               where results.txt, meta.txt and report.md go (default bench/out/<time>)
   --doc FILE              results file to update (default docs/PERFORMANCE.md)
@@ -43,7 +43,7 @@ not the work tree's HEAD), BENCH_PORT_BASE (3 consecutive loopback ports, defaul
 EOF
 }
 
-ALL_SCENARIOS=(direct nginx-proxy nginx-auth wasmgate wasmgate-basic-auth wasmgate-chain5 wasmgate-hotswap)
+ALL_SCENARIOS=(direct nginx-proxy nginx-auth wasmgate wasmgate-pingora wasmgate-basic-auth wasmgate-chain5 wasmgate-hotswap)
 PLUGIN_SCENARIOS=" wasmgate-basic-auth wasmgate-chain5 wasmgate-hotswap "
 
 smoke=0 extras=1 duration="" rounds="" workers="" warmup="" swaps="" write_doc="" out=""
@@ -235,7 +235,7 @@ start_wasmgate() {
   start_bg "$dir/wasmgate.log" env HOME="$WORK/home" XDG_CACHE_HOME="$WORK/cache" \
     RUST_LOG="${BENCH_RUST_LOG:-warn}" "$WASMGATE_BIN" run --config-dir "$dir/conf" \
     --listen-address 127.0.0.1 --admin-addr "127.0.0.1:$ADMIN_PORT" --threads "$n" \
-    --access-log off --grace-period 0 "${cache_args[@]}"
+    --access-log off --grace-period 0 --http1-engine "${HTTP1_ENGINE:-native}" "${cache_args[@]}"
   TARGET_MAIN=$BG_PID
   TARGET_PIDS=("$BG_PID")
   TARGET_LOG=$dir/wasmgate.log
@@ -355,6 +355,7 @@ measure() {
         "auth_basic \"bench\"; auth_basic_user_file $WORK/htpasswd;" || started=0
       ;;
     wasmgate) start_wasmgate gw "$n" gateway.yaml || started=0 ;;
+    wasmgate-pingora) HTTP1_ENGINE=pingora start_wasmgate gw "$n" gateway.yaml || started=0 ;;
     wasmgate-basic-auth) start_wasmgate gw "$n" gateway.yaml plugin-basic-auth.yaml || started=0 ;;
     wasmgate-chain5) start_wasmgate gw "$n" gateway.yaml plugin-chain.yaml || started=0 ;;
     wasmgate-hotswap) start_wasmgate gw "$n" gateway.yaml plugin-hotswap.yaml || started=0 ;;
