@@ -334,9 +334,14 @@ probe_chains() {
 # --- one measurement ------------------------------------------------------------------------------
 FAILURES=0
 
+# measure ROUND WORKERS SCENARIO [latency]: one wrk run against a fresh proxy. With `latency`, one
+# connection instead of --connections: a closed loop that never queues, so percentiles are the
+# time to serve one request (what a plugin adds), not the queueing of a saturated proxy.
 measure() {
   local round=$1 n=$2 scenario=$3 url="http://127.0.0.1:$PROXY_PORT$PATH_UNDER_TEST"
-  local head="kind=load round=$round workers=$n scenario=$scenario"
+  local kind=load c=$connections t=$wrk_threads
+  [[ ${4:-} == latency ]] && kind=latency c=1 t=1
+  local head="kind=$kind round=$round workers=$n scenario=$scenario"
   local started=1 swap_pid="" stats t0 t1 rss swapline=""
 
   if [[ $PLUGIN_SCENARIOS == *" $scenario "* && $CHAINS != 1 ]]; then
@@ -376,7 +381,7 @@ measure() {
     return 0
   fi
 
-  [[ $warmup == 0 || $warmup == 0s ]] || run_wrk "$warmup" "$WORK/warmup.out" "$url" >/dev/null || true
+  [[ $warmup == 0 || $warmup == 0s ]] || run_wrk "$warmup" "$WORK/warmup.out" "$url" "$c" "$t" >/dev/null || true
   if [[ $scenario == wasmgate-hotswap ]]; then
     render "$BENCH_DIR/config/plugin-hotswap.yaml" "$WORK/hotswap.tpl" PLUGINS="$PLUGINS_DIR" GEN=@GEN@
     python3 "$BENCH_DIR/hotswap.py" --template "$WORK/hotswap.tpl" \
@@ -388,7 +393,7 @@ measure() {
     BENCH_PIDS+=("$swap_pid")
   fi
   t0=$(cpu_ticks "${TARGET_PIDS[@]}")
-  if stats=$(run_wrk "$duration" "$WORK/wrk.out" "$url"); then
+  if stats=$(run_wrk "$duration" "$WORK/wrk.out" "$url" "$c" "$t"); then
     t1=$(cpu_ticks "${TARGET_PIDS[@]}")
     rss=$(rss_kib "${TARGET_PIDS[@]}")
     if [[ -n $swap_pid ]]; then
@@ -398,7 +403,7 @@ measure() {
       swapline=" ${swapline#SWAPS }"
     fi
     record "$head status=ok cpu_ticks=$((t1 - t0)) clk_tck=$CLK_TCK rss_kib=$rss $stats$swapline"
-    log "$scenario workers=$n round=$round: $(sed -E 's/.*requests=([0-9]+) duration_us=([0-9]+).*p99_us=([0-9]+).*/\1 requests in \2 us, p99 \3 us/' <<<"$stats")"
+    log "$scenario workers=$n round=$round${4:+ ($4)}: $(sed -E 's/.*requests=([0-9]+) duration_us=([0-9]+).*p99_us=([0-9]+).*/\1 requests in \2 us, p99 \3 us/' <<<"$stats")"
   else
     record "$head status=failed reason=wrk produced no result"
     FAILURES=$((FAILURES + 1))
@@ -523,6 +528,10 @@ if ((extras)); then
   if [[ " ${SCENARIOS[*]} " == *" wasmgate-hotswap "* ]] && ((swaps > 0)); then
     swap_run "$max_n"
   fi
+  # Latency at light load: what a request costs in time when nothing queues (1 worker).
+  for scenario in nginx-proxy wasmgate wasmgate-basic-auth wasmgate-chain5; do
+    [[ " ${SCENARIOS[*]} " == *" $scenario "* ]] && measure 1 1 "$scenario" latency
+  done
   for n in "${WORKERS[@]}"; do
     for plugins in 0 1 5; do memory_run "$n" "$plugins"; done
   done
