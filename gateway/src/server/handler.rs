@@ -279,9 +279,11 @@ impl Gateway {
         Ok(())
     }
 
-    /// The route's response header filters, then the plugins' response-header callbacks.
+    /// The route's response header filters, then the plugins' response-header callbacks, then
+    /// the framing the downstream can take (see [`fit_framing`]).
     pub async fn response_headers(
         &self,
+        ds: &mut ServerSession,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -296,6 +298,7 @@ impl Gateway {
             let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
             run_response_headers(run, resp, timeout).await?;
         }
+        fit_framing(ds, resp);
         Ok(())
     }
 
@@ -413,6 +416,30 @@ impl HeaderSink for PingoraHeaders<'_, ResponseHeader> {
     }
     fn remove(&mut self, n: &http::HeaderName) {
         self.0.remove_header(n);
+    }
+}
+
+/// An HTTP/1.0 client cannot decode a chunked body (RFC 9112 §6.1), which pingora would pass on
+/// or even create: it gets the body as it comes, ended by the gateway closing the connection. A
+/// response body with neither a length nor chunking is always ended that way, and pingora-core
+/// does not turn keep-alive off for it by itself.
+fn fit_framing(ds: &mut ServerSession, resp: &mut ResponseHeader) {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    if ds.is_http2() {
+        return;
+    }
+    if ds.req_header().version == http::Version::HTTP_10 {
+        resp.remove_header(&TRANSFER_ENCODING);
+    }
+    let bodiless = resp.status.is_informational()
+        || resp.status == http::StatusCode::NO_CONTENT
+        || resp.status == http::StatusCode::NOT_MODIFIED
+        || ds.req_header().method == http::Method::HEAD;
+    if !bodiless
+        && !resp.headers.contains_key(TRANSFER_ENCODING)
+        && !resp.headers.contains_key(CONTENT_LENGTH)
+    {
+        ds.set_keepalive(None);
     }
 }
 

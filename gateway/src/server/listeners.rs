@@ -19,10 +19,11 @@ use parking_lot::Mutex;
 use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
-use pingora_core::protocols::{ALPN, GetSocketDigest, SocketDigest, Stream};
+use pingora_core::protocols::{ALPN, GetSocketDigest, SocketDigest, Ssl, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use serde::Serialize;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -270,13 +271,34 @@ async fn serve_connection(
     let _ = digest.local_addr.set(local.map(Into::into));
     l4.set_socket_digest(digest);
 
-    let stream: Stream = match tls {
-        None => Box::new(Coalesced::new(l4, limits::DOWNSTREAM_WRITE_BUFFER)),
+    let shared = &guard.0;
+    let (stream, h2): (Stream, bool) = match tls {
+        None => {
+            // h2c needs a look at the first bytes, which only our own engine makes worthwhile:
+            // pingora-proxy peeks for itself.
+            let h2 = match &shared.http1 {
+                Some(_) => match sniff_h2c(&mut l4).await {
+                    Some(h2) => h2,
+                    None => return,
+                },
+                None => false,
+            };
+            (
+                Box::new(Coalesced::new(l4, limits::DOWNSTREAM_WRITE_BUFFER)),
+                h2,
+            )
+        }
         Some(acceptor) => {
             match tokio::time::timeout(limits::TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
                 .await
             {
-                Ok(Ok(s)) => Box::new(Coalesced::new(s, limits::DOWNSTREAM_WRITE_BUFFER)),
+                Ok(Ok(s)) => {
+                    let h2 = matches!(s.selected_alpn_proto(), Some(ALPN::H2));
+                    (
+                        Box::new(Coalesced::new(s, limits::DOWNSTREAM_WRITE_BUFFER)),
+                        h2,
+                    )
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
@@ -288,37 +310,37 @@ async fn serve_connection(
             }
         }
     };
-    let shared = &guard.0;
-    let mut stream = stream;
-    let Some(gateway) = &shared.http1 else {
-        shared.app.process_new(stream, &shared.shutdown).await;
-        return;
-    };
-    match is_h2(&mut stream).await {
-        Some(false) => super::h1::serve(gateway, stream, &shared.shutdown).await,
-        Some(true) => {
+    match &shared.http1 {
+        Some(gateway) if !h2 => super::h1::serve(gateway, stream, &shared.shutdown).await,
+        _ => {
             shared.app.process_new(stream, &shared.shutdown).await;
         }
-        None => {}
     }
 }
 
-/// Whether the client speaks HTTP/2: ALPN `h2` on TLS, the HTTP/2 preface on plain connections
-/// (h2c with prior knowledge), as pingora's `process_new` decides. The peeked bytes stay in the
-/// stream for whoever reads it next.
-/// `None`: the connection ended before the client said.
-async fn is_h2(stream: &mut Stream) -> Option<bool> {
-    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    if stream.get_ssl_digest().is_some() {
-        return Some(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
-    }
-    let mut buf = [0u8; H2_PREFACE.len()];
-    match stream.try_peek(&mut buf).await {
-        Ok(peeked) => Some(peeked && buf == H2_PREFACE),
-        Err(e) => {
-            // As pingora: normal when a client connects and leaves without a request.
-            tracing::debug!(error = %e, "connection closed before its first request");
-            None
+/// Whether a plain connection starts with the HTTP/2 preface (h2c with prior knowledge). Reads only
+/// until the bytes differ from the preface (an HTTP/1 request differs at its first byte), so a
+/// request shorter than the preface is not kept waiting, as it is by pingora's own check, which
+/// waits for 24 bytes. What was read is put back for the engine. `None`: the client sent nothing
+/// within the idle timeout, or closed.
+async fn sniff_h2c(l4: &mut L4Stream) -> Option<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let mut n = 0;
+    let read = tokio::time::timeout(limits::DOWNSTREAM_IDLE_TIMEOUT, async {
+        while n < PREFACE.len() && buf[..n] == PREFACE[..n] {
+            match l4.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(got) => n += got,
+            }
         }
+        true
+    })
+    .await;
+    if read != Ok(true) {
+        tracing::debug!("connection closed or idle before its first request");
+        return None;
     }
+    l4.rewind(&buf[..n]);
+    Some(buf == *PREFACE)
 }

@@ -75,11 +75,11 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.response_headers(resp, ctx).await
+        self.response_headers(session, resp, ctx).await
     }
 
     fn response_body_filter(

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use super::{sanitize, upstream};
@@ -42,37 +42,41 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
     }
     let has_body = !ds.is_body_empty();
     let target = gw.upstream(ctx)?;
-    let (mut us, addr) = match upstream::with_pool(|p| p.take(target.addr)) {
+    let (mut us, addr, request_sent) = match upstream::with_pool(|p| p.take(target.addr)) {
         Some(stream) => {
             let mut us = session(stream, &target);
             let sent = send_request(gw, ds, &mut us, ctx, has_body).await;
             match sent {
-                Ok(()) => (us, target.addr),
+                Ok(sent) => (us, target.addr, sent),
                 // The upstream closed the idle connection as it was taken (the pool's liveness
                 // check cannot see a close that is still in flight). As Go's HTTP client does, an
                 // idempotent request without a body is sent again on a new connection.
                 Err(e) if !has_body && is_idempotent(ds.req_header()) && !is_timeout(&e) => {
                     tracing::debug!(upstream = %target.addr, error = %e, "pooled connection failed; sending again");
                     let (mut us, addr) = connect(gw, ctx, target).await?;
-                    send_request(gw, ds, &mut us, ctx, has_body).await?;
-                    (us, addr)
+                    let sent = send_request(gw, ds, &mut us, ctx, has_body).await?;
+                    (us, addr, sent)
                 }
                 Err(e) => return Err(e),
             }
         }
         None => {
             let (mut us, addr) = connect(gw, ctx, target).await?;
-            send_request(gw, ds, &mut us, ctx, has_body).await?;
-            (us, addr)
+            let sent = send_request(gw, ds, &mut us, ctx, has_body).await?;
+            (us, addr, sent)
         }
     };
 
     let mut resp = Box::new(us.resp_header().expect("read by send_request").clone());
     let upgrade_req = us.is_upgrade_req();
     sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), upgrade_req)?;
-    gw.response_headers(&mut resp, ctx).await?;
+    gw.response_headers(ds, &mut resp, ctx).await?;
     sanitize::after_response_filter(&resp, ds.req_header(), upgrade_req)?;
     let upgrade = ds.is_upgrade(&resp) == Some(true);
+    if !request_sent {
+        // The rest of the request body is still coming: the connection cannot carry another.
+        ds.set_keepalive(None);
+    }
     ds.write_response_header(resp)
         .await
         .map_err(Error::into_down)?;
@@ -83,7 +87,8 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
     forward_response_body(gw, ds, &mut us, ctx).await?;
 
     us.respect_keepalive();
-    if let Some(stream) = us.reuse().await {
+    // A connection whose request body was cut short (the upstream answered early) is not in step.
+    if request_sent && let Some(stream) = us.reuse().await {
         upstream::with_pool(|p| p.put(addr, stream));
     }
     Ok(true)
@@ -91,14 +96,16 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
 
 /// Writes the request (header, then body) and reads the response header. The upstream request
 /// is built from the downstream one, which the plugins have already edited in place, so sending
-/// it again on another connection builds the same request.
+/// it again on another connection builds the same request. `Ok(false)`: the upstream answered
+/// before it took the whole body (e.g. 413, then closed); that answer is relayed, as pingora-proxy
+/// does, and the request is not complete on that connection.
 async fn send_request(
     gw: &Gateway,
     ds: &mut ServerSession,
     us: &mut ClientSession,
     ctx: &mut RequestCtx,
     has_body: bool,
-) -> Result<()> {
+) -> Result<bool> {
     let mut req = sanitize::before_filter(ds.req_header())?;
     if has_body && expects_continue(ds.req_header()) {
         // The gateway answers `Expect: 100-continue` itself (see `forward_request_body`).
@@ -107,11 +114,18 @@ async fn send_request(
     gw.upstream_request(&mut req, ctx)?;
     sanitize::after_filter(&mut req, ds.req_header(), has_body)?;
     us.write_request_header(req).await.map_err(Error::into_up)?;
-    if has_body {
-        forward_request_body(gw, ds, us, ctx).await?;
+    if has_body && let Err(e) = forward_request_body(gw, ds, us, ctx).await {
+        if *e.esource() != ErrorSource::Upstream {
+            return Err(e);
+        }
+        return match read_final_response(us).await {
+            Ok(()) => Ok(false),
+            Err(_) => Err(e),
+        };
     }
     us.finish_body().await.map_err(Error::into_up)?;
-    read_final_response(us).await
+    read_final_response(us).await?;
+    Ok(true)
 }
 
 fn expects_continue(req: &RequestHeader) -> bool {

@@ -58,7 +58,11 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
             }
         }
         if !exchange::serve_request(gw, &mut ds).await {
-            ds.set_keepalive(None);
+            // Not `finish`: after a failure mid-response it would end a chunked body with its
+            // last chunk, and the client would take a cut response for a whole one. Shutting down
+            // flushes what was written and closes.
+            ds.shutdown().await;
+            return;
         }
         ds = match ds.finish().await {
             Ok(Some(reusable)) => {
