@@ -134,12 +134,14 @@ fn expects_continue(req: &RequestHeader) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// Go's `isReplayable`: the safe methods, or a request its client marked with an idempotency key.
 fn is_idempotent(req: &RequestHeader) -> bool {
     use http::Method;
     matches!(
         req.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) || req.headers.contains_key("idempotency-key")
+        || req.headers.contains_key("x-idempotency-key")
 }
 
 fn is_timeout(e: &Error) -> bool {
