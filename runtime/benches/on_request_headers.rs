@@ -180,9 +180,91 @@ fn stream_lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
+/// The gateway benchmark's 5-plugin chain (`bench/config/plugin-chain.yaml`), one whole request
+/// as the gateway drives it: a stream per plugin, request headers in chain order, response
+/// headers in reverse, `on_log`, drop. The two `hostcalls` instances share a VM and edit both
+/// header lists (`x-test: headers`), so the other plugins' streams see copies on write.
+fn chain(c: &mut Criterion) {
+    let runtime = runtime();
+    let plugins: Vec<Plugin> = [
+        ("basic-auth", "basic-auth.wasm", ISTIO_BASIC_AUTH),
+        (
+            "rate-limit",
+            "rate-limit.wasm",
+            r#"{"tokens_per_second": 100000000, "deny_status": 429,
+                "response_headers": {"x-rate-limit": "checked"}}"#,
+        ),
+        (
+            "header-append",
+            "header-append.wasm",
+            r#"{"x-bench": "chain"}"#,
+        ),
+        (
+            "hostcalls-a",
+            "hostcalls.wasm",
+            r#"{"log_lifecycle": false}"#,
+        ),
+        (
+            "hostcalls-b",
+            "hostcalls.wasm",
+            r#"{"log_lifecycle": false}"#,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, file, configuration)| {
+        let module = runtime.load_module(&dist(file)).expect(name);
+        Plugin::load(
+            &runtime,
+            &module,
+            PluginOptions {
+                name: format!("default.{name}"),
+                root_id: name.into(),
+                configuration: configuration.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    })
+    .collect();
+    let mut request = fixtures::request_headers();
+    request.push("x-test", "headers");
+    let response = response_headers();
+    let run = |mut request: HeaderList, mut response: HeaderList| {
+        let info = Arc::new(StreamInfo::default());
+        let mut streams = Vec::with_capacity(plugins.len());
+        for plugin in &plugins {
+            let mut stream = plugin.new_stream(info.clone());
+            let outcome = stream.on_request_headers(black_box(&mut request), true);
+            assert!(outcome.action == Action::Continue && outcome.local_reply.is_none());
+            streams.push(stream);
+        }
+        for stream in streams.iter_mut().rev() {
+            stream.on_response_headers(black_box(&mut response), false);
+        }
+        for stream in &mut streams {
+            stream.on_log();
+        }
+        drop(streams);
+        (request, response)
+    };
+    // Every plugin ran and edited what it should: the chain measured is the chain configured.
+    let (after_request, after_response) = run(request.clone(), response.clone());
+    assert_eq!(after_request.get("x-added"), Some(&b"added"[..]));
+    assert_eq!(after_response.get("x-bench"), Some(&b"chain"[..]));
+    assert_eq!(after_response.get("x-rate-limit"), Some(&b"checked"[..]));
+    assert_eq!(after_response.get("x-resp-added"), Some(&b"added"[..]));
+    c.bench_function("chain/5_plugins", |b| {
+        b.iter_batched(
+            || (request.clone(), response.clone()),
+            |(request, response)| run(request, response),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 criterion_group! {
     name = benches;
     config = fixtures::criterion();
-    targets = on_request_headers, stream_lifecycle
+    targets = on_request_headers, stream_lifecycle, chain
 }
 criterion_main!(benches);

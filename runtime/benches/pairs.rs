@@ -1,7 +1,8 @@
-//! The proxy-wasm pairs codec ([`wasmgate_runtime::pairs`]): how header maps cross into a guest
-//! (`proxy_get_header_map_pairs`, encode) and back (`proxy_set_header_map_pairs`, HTTP-call
-//! headers, decode, bounded by the runtime's default limits). Run with
-//! `cargo bench -p wasmgate-runtime --bench pairs`; see `README.md` beside this file.
+//! Header maps: the proxy-wasm pairs codec ([`wasmgate_runtime::pairs`]), how they cross into a
+//! guest (`proxy_get_header_map_pairs`, encode) and back (`proxy_set_header_map_pairs`, HTTP-call
+//! headers, decode, bounded by the runtime's default limits), and the [`HeaderList`] operations
+//! every request does. Run with `cargo bench -p wasmgate-runtime --bench pairs`; see `README.md`
+//! beside this file.
 
 use std::hint::black_box;
 
@@ -80,9 +81,53 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the gateway and the runtime do with a header list on every request: build it from the
+/// proxy's headers, copy it on the first write when another plugin's stream shares it, and look
+/// names up (`basic-auth` reads four).
+fn header_list(c: &mut Criterion) {
+    let mut group = c.benchmark_group("header_list");
+    for (label, headers) in [
+        ("8_headers", fixtures::request_headers()),
+        ("30_headers", request_30()),
+    ] {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        group.bench_with_input(BenchmarkId::new("build", label), &pairs, |b, pairs| {
+            b.iter(|| {
+                let mut list = HeaderList::new();
+                for (k, v) in black_box(pairs) {
+                    list.push(k, v.as_slice());
+                }
+                list
+            })
+        });
+        group.bench_with_input(
+            BenchmarkId::new("copy_on_write", label),
+            &headers,
+            |b, shared| {
+                b.iter(|| {
+                    let mut copy = black_box(shared).clone();
+                    copy.push("x-added", "added");
+                    copy
+                })
+            },
+        );
+    }
+    let headers = fixtures::request_headers();
+    group.bench_function("get_4/8_headers", |b| {
+        b.iter(|| {
+            let h = black_box(&headers);
+            [":method", ":path", ":authority", "authorization"].map(|name| h.get(name).is_some())
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = fixtures::criterion();
-    targets = codec
+    targets = codec, header_list
 }
 criterion_main!(benches);
