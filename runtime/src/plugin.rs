@@ -321,7 +321,12 @@ fn ensure_root(
     }
     if state.vm.is_none() {
         state.generation += 1;
-        match Vm::new(&slot.spec, Arc::downgrade(slot), state.generation) {
+        match Vm::new(
+            &slot.spec,
+            Arc::downgrade(slot),
+            slot.index,
+            state.generation,
+        ) {
             Ok(vm) => state.vm = Some(vm),
             Err(e) => {
                 mark_failed(plugin, slot.index, e.clone());
@@ -447,12 +452,13 @@ impl Plugin {
             log_level: options.log_level,
             fail_strategy: options.fail_strategy,
             reload_backoff: options.reload_backoff,
-            stats: Arc::new(PluginStatsInner::default()),
+            stats: Arc::new(PluginStatsInner::new(rt.slots)),
             failures: Mutex::new((0..rt.slots).map(|_| None).collect()),
         });
         if shared {
             let spec = &pool.slots[0].spec;
-            let mut canary = Vm::new(spec, Weak::new(), 0)?;
+            // Its calls count in slot 0's stats (any slot would do: the counters are atomic).
+            let mut canary = Vm::new(spec, Weak::new(), 0, 0)?;
             context::create_root(&mut canary, &meta)?;
             context::delete_root(&mut canary, meta.id);
         }

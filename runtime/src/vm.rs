@@ -63,12 +63,19 @@ pub(crate) struct Vm {
     pub cb: Arc<Callbacks>,
     /// Set once the VM trapped or exceeded a limit; it never runs again.
     pub failed: Option<RuntimeError>,
+    /// The worker slot the VM serves: whose per-slot call stats its calls count in.
+    slot_index: usize,
 }
 
 impl Vm {
-    /// Instantiates and starts a VM (`_initialize` + `main`, or `_start`), with host calls
-    /// restricted as cpp-host does during start.
-    pub fn new(spec: &VmSpec, slot: Weak<Slot>, generation: u64) -> Result<Vm, RuntimeError> {
+    /// Instantiates and starts a VM (`_initialize` + `main`, or `_start`) for worker slot
+    /// `slot_index`, with host calls restricted as cpp-host does during start.
+    pub fn new(
+        spec: &VmSpec,
+        slot: Weak<Slot>,
+        slot_index: usize,
+        generation: u64,
+    ) -> Result<Vm, RuntimeError> {
         let rt = &spec.rt;
         let state = VmState {
             rt: rt.clone(),
@@ -171,6 +178,7 @@ impl Vm {
             instance,
             cb: Arc::new(cb),
             failed: None,
+            slot_index,
         };
         let start = |vm: &mut Vm| -> Result<(), RuntimeError> {
             let budget = rt.limits.start_timeout;
@@ -241,7 +249,7 @@ impl Vm {
         let result = f(&mut self.store);
         let took = started.elapsed();
         if let Some(p) = self.store.data().plugin_of(ctx) {
-            p.stats.callback(took);
+            p.stats.callback(self.slot_index, took);
         }
         result.map_err(|e| {
             let err = self.classify(callback, e);
