@@ -202,9 +202,8 @@ fn outcome(vm: &mut Vm, ctx: u32, action: Action) -> Outcome {
         return Outcome::cont();
     };
     let pending = std::mem::take(&mut s.pending);
-    let plugin = s.plugin.clone();
     if let Some(reply) = pending.local_reply {
-        plugin.stats.local_reply(reply.status);
+        s.plugin.stats.local_reply(reply.status);
         return Outcome {
             action: Action::Pause,
             local_reply: Some(reply),

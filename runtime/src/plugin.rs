@@ -295,6 +295,7 @@ fn mark_failed(plugin: &PluginMeta, index: usize, reason: RuntimeError) {
             reason,
             retry_at: Instant::now() + base + jitter,
         });
+        plugin.ever_failed.store(true, Relaxed);
     }
 }
 
@@ -306,7 +307,8 @@ fn ensure_root(
     plugin: &Arc<PluginMeta>,
 ) -> Result<u32, RuntimeError> {
     let mut reload = false;
-    if let Some(entry) = plugin.failures.lock().get_mut(slot.index)
+    if plugin.ever_failed.load(Relaxed)
+        && let Some(entry) = plugin.failures.lock().get_mut(slot.index)
         && let Some(failure) = entry
     {
         if plugin.fail_strategy == FailStrategy::FailReload && Instant::now() >= failure.retry_at {
@@ -454,6 +456,7 @@ impl Plugin {
             reload_backoff: options.reload_backoff,
             stats: Arc::new(PluginStatsInner::new(rt.slots)),
             failures: Mutex::new((0..rt.slots).map(|_| None).collect()),
+            ever_failed: Default::default(),
         });
         if shared {
             let spec = &pool.slots[0].spec;
