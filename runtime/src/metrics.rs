@@ -140,6 +140,11 @@ pub(crate) struct PluginStatsInner {
 }
 
 /// Guest calls of one plugin in one worker slot: count, time, time histogram.
+///
+/// Only the thread that holds the slot's lock writes these (a VM runs only with its slot
+/// locked; the canary of `Plugin::load`, which counts in slot 0, runs before any slot VM has the
+/// plugin). So an increment is a load and a store, not an atomic read-modify-write: atomics
+/// only so that `/metrics` can read them meanwhile.
 #[derive(Default)]
 struct CallStats {
     invocations: AtomicU64,
@@ -163,14 +168,17 @@ impl PluginStatsInner {
         }
     }
 
-    /// One guest call, made by the VM of worker slot `slot`.
+    /// One guest call, made by the VM of worker slot `slot`, with that slot locked.
     pub fn callback(&self, slot: usize, took: Duration) {
         let calls = &self.calls[slot % self.calls.len()];
-        calls.invocations.fetch_add(1, Relaxed);
-        calls.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+        let add = |counter: &AtomicU64, n: u64| {
+            counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed)
+        };
+        add(&calls.invocations, 1);
+        add(&calls.nanos, took.as_nanos() as u64);
         let secs = took.as_secs_f64();
         let i = CALLBACK_SECONDS_BOUNDS.partition_point(|&b| b < secs);
-        calls.buckets[i].fetch_add(1, Relaxed);
+        add(&calls.buckets[i], 1);
     }
 
     pub fn local_reply(&self, status: u16) {

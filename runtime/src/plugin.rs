@@ -480,7 +480,7 @@ impl Plugin {
         });
         if shared {
             let spec = &pool.slots[0].spec;
-            // Its calls count in slot 0's stats (any slot would do: the counters are atomic).
+            // Its calls count in slot 0's stats, which no slot VM writes for this plugin yet.
             let mut canary = Vm::new(spec, Weak::new(), 0, 0)?;
             context::create_root(&mut canary, &meta)?;
             context::delete_root(&mut canary, meta.id);
