@@ -180,9 +180,144 @@ fn stream_lifecycle(c: &mut Criterion) {
     group.finish();
 }
 
+/// The gateway benchmark's 5-plugin chain (`bench/config/plugin-chain.yaml`): basic-auth,
+/// rate-limit (a limit never reached), header-append, and two `hostcalls` instances that share
+/// a VM and edit both header lists (`x-test: headers`), so the other plugins' streams see copies
+/// on write.
+fn chain_plugins(runtime: &Runtime) -> Vec<Plugin> {
+    [
+        ("basic-auth", "basic-auth.wasm", ISTIO_BASIC_AUTH),
+        (
+            "rate-limit",
+            "rate-limit.wasm",
+            r#"{"tokens_per_second": 100000000, "deny_status": 429,
+                "response_headers": {"x-rate-limit": "checked"}}"#,
+        ),
+        (
+            "header-append",
+            "header-append.wasm",
+            r#"{"x-bench": "chain"}"#,
+        ),
+        (
+            "hostcalls-a",
+            "hostcalls.wasm",
+            r#"{"log_lifecycle": false}"#,
+        ),
+        (
+            "hostcalls-b",
+            "hostcalls.wasm",
+            r#"{"log_lifecycle": false}"#,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, file, configuration)| {
+        let module = runtime.load_module(&dist(file)).expect(name);
+        Plugin::load(
+            runtime,
+            &module,
+            PluginOptions {
+                name: format!("default.{name}"),
+                root_id: name.into(),
+                configuration: configuration.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    })
+    .collect()
+}
+
+fn chain_request() -> HeaderList {
+    let mut request = fixtures::request_headers();
+    request.push("x-test", "headers");
+    request
+}
+
+/// One whole request through `plugins`, as the gateway drives it: a stream per plugin, request
+/// headers in chain order, response headers in reverse, `on_log`, drop.
+fn run_chain(
+    plugins: &[Plugin],
+    mut request: HeaderList,
+    mut response: HeaderList,
+) -> (HeaderList, HeaderList) {
+    let info = Arc::new(StreamInfo::default());
+    let mut streams = Vec::with_capacity(plugins.len());
+    for plugin in plugins {
+        let mut stream = plugin.new_stream(info.clone());
+        let outcome = stream.on_request_headers(black_box(&mut request), true);
+        assert!(outcome.action == Action::Continue && outcome.local_reply.is_none());
+        streams.push(stream);
+    }
+    for stream in streams.iter_mut().rev() {
+        stream.on_response_headers(black_box(&mut response), false);
+    }
+    for stream in &mut streams {
+        stream.on_log();
+    }
+    drop(streams);
+    (request, response)
+}
+
+fn chain(c: &mut Criterion) {
+    let runtime = runtime();
+    let plugins = chain_plugins(&runtime);
+    let (request, response) = (chain_request(), response_headers());
+    // Every plugin ran and edited what it should: the chain measured is the chain configured.
+    let (after_request, after_response) = run_chain(&plugins, request.clone(), response.clone());
+    assert_eq!(after_request.get("x-added"), Some(&b"added"[..]));
+    assert_eq!(after_response.get("x-bench"), Some(&b"chain"[..]));
+    assert_eq!(after_response.get("x-rate-limit"), Some(&b"checked"[..]));
+    assert_eq!(after_response.get("x-resp-added"), Some(&b"added"[..]));
+    c.bench_function("chain/5_plugins", |b| {
+        b.iter_batched(
+            || (request.clone(), response.clone()),
+            |(request, response)| run_chain(&plugins, request, response),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// The same chain in two workers at once, each pinned to its own VM slot as the gateway's
+/// `--threads 2` runs: the time is the wall time for both workers to each serve one request. With
+/// nothing shared between them it would equal `chain/5_plugins` (given two idle cores); what
+/// the workers share (the plugins' counters, reference counts) adds to it.
+fn chain_2_workers(c: &mut Criterion) {
+    let runtime = Runtime::new(
+        Arc::new(NullHost),
+        RuntimeOptions {
+            slots: 2,
+            ..Default::default()
+        },
+    )
+    .expect("runtime");
+    let plugins = chain_plugins(&runtime);
+    let (request, response) = (chain_request(), response_headers());
+    c.bench_function("chain/5_plugins_2_workers", |b| {
+        b.iter_custom(|iters| {
+            let start = std::sync::Barrier::new(3);
+            std::thread::scope(|s| {
+                for slot in 0..2 {
+                    let (plugins, start) = (&plugins, &start);
+                    let (request, response) = (&request, &response);
+                    s.spawn(move || {
+                        wasmgate_runtime::set_thread_slot(slot);
+                        start.wait();
+                        for _ in 0..iters {
+                            run_chain(plugins, request.clone(), response.clone());
+                        }
+                    });
+                }
+                start.wait();
+                std::time::Instant::now()
+            })
+            .elapsed()
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = fixtures::criterion();
-    targets = on_request_headers, stream_lifecycle
+    targets = on_request_headers, stream_lifecycle, chain, chain_2_workers
 }
 criterion_main!(benches);

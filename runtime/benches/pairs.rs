@@ -1,7 +1,8 @@
-//! The proxy-wasm pairs codec ([`wasmgate_runtime::pairs`]): how header maps cross into a guest
-//! (`proxy_get_header_map_pairs`, encode) and back (`proxy_set_header_map_pairs`, HTTP-call
-//! headers, decode, bounded by the runtime's default limits). Run with
-//! `cargo bench -p wasmgate-runtime --bench pairs`; see `README.md` beside this file.
+//! Header maps: the proxy-wasm pairs codec ([`wasmgate_runtime::pairs`]), how they cross into a
+//! guest (`proxy_get_header_map_pairs`, encode) and back (`proxy_set_header_map_pairs`, HTTP-call
+//! headers, decode, bounded by the runtime's default limits), and the [`HeaderList`] operations
+//! every request does. Run with `cargo bench -p wasmgate-runtime --bench pairs`; see `README.md`
+//! beside this file.
 
 use std::hint::black_box;
 
@@ -56,16 +57,16 @@ fn codec(c: &mut Criterion) {
         ("8_headers", fixtures::request_headers()),
         ("30_headers", request_30()),
     ] {
-        let entries = headers.entries();
-        let encoded = pairs::encode(entries);
+        let encoded = pairs::encode(&headers);
+        let decoded = pairs::decode(&encoded, limits.max_pairs_count, limits.max_pairs_bytes);
         assert_eq!(
-            pairs::decode(&encoded, limits.max_pairs_count, limits.max_pairs_bytes).as_deref(),
-            Ok(entries),
+            decoded.map(HeaderList::from),
+            Ok(headers.clone()),
             "the codec round-trips the fixture"
         );
         group.throughput(Throughput::Bytes(encoded.len() as u64));
-        group.bench_with_input(BenchmarkId::new("encode", label), entries, |b, entries| {
-            b.iter(|| pairs::encode(black_box(entries)))
+        group.bench_with_input(BenchmarkId::new("encode", label), &headers, |b, headers| {
+            b.iter(|| pairs::encode(black_box(headers)))
         });
         group.bench_with_input(BenchmarkId::new("decode", label), &encoded, |b, buf| {
             b.iter(|| {
@@ -80,9 +81,53 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the gateway and the runtime do with a header list on every request: build it from the
+/// proxy's headers, copy it on the first write when another plugin's stream shares it, and look
+/// names up (`basic-auth` reads four).
+fn header_list(c: &mut Criterion) {
+    let mut group = c.benchmark_group("header_list");
+    for (label, headers) in [
+        ("8_headers", fixtures::request_headers()),
+        ("30_headers", request_30()),
+    ] {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        group.bench_with_input(BenchmarkId::new("build", label), &pairs, |b, pairs| {
+            b.iter(|| {
+                let mut list = HeaderList::new();
+                for (k, v) in black_box(pairs) {
+                    list.push(k, v.as_slice());
+                }
+                list
+            })
+        });
+        group.bench_with_input(
+            BenchmarkId::new("copy_on_write", label),
+            &headers,
+            |b, shared| {
+                b.iter(|| {
+                    let mut copy = black_box(shared).clone();
+                    copy.push("x-added", "added");
+                    copy
+                })
+            },
+        );
+    }
+    let headers = fixtures::request_headers();
+    group.bench_function("get_4/8_headers", |b| {
+        b.iter(|| {
+            let h = black_box(&headers);
+            [":method", ":path", ":authority", "authorization"].map(|name| h.get(name).is_some())
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = fixtures::criterion();
-    targets = codec
+    targets = codec, header_list
 }
 criterion_main!(benches);

@@ -116,14 +116,21 @@ pub(crate) fn delete_root(vm: &mut Vm, plugin_id: u64) {
 fn finish_context(vm: &mut Vm, ctx: u32, log: bool) {
     let cb = Arc::clone(&vm.cb);
     let budget = vm.store.data().rt.limits.callback_timeout;
+    let since = &mut None;
     if let Some(f) = cb.done.as_ref() {
-        let _ = vm.call("proxy_on_done", ctx, budget, |s| f.call(s, ctx as i32));
+        let _ = vm.call_after(since, "proxy_on_done", ctx, budget, |s| {
+            f.call(s, ctx as i32)
+        });
     }
     if log && let Some(f) = cb.log.as_ref() {
-        let _ = vm.call("proxy_on_log", ctx, budget, |s| f.call(s, ctx as i32));
+        let _ = vm.call_after(since, "proxy_on_log", ctx, budget, |s| {
+            f.call(s, ctx as i32)
+        });
     }
     if let Some(f) = cb.delete.as_ref() {
-        let _ = vm.call("proxy_on_delete", ctx, budget, |s| f.call(s, ctx as i32));
+        let _ = vm.call_after(since, "proxy_on_delete", ctx, budget, |s| {
+            f.call(s, ctx as i32)
+        });
     }
 }
 
@@ -202,9 +209,8 @@ fn outcome(vm: &mut Vm, ctx: u32, action: Action) -> Outcome {
         return Outcome::cont();
     };
     let pending = std::mem::take(&mut s.pending);
-    let plugin = s.plugin.clone();
     if let Some(reply) = pending.local_reply {
-        plugin.stats.local_reply(reply.status);
+        s.plugin.stats.local_reply(reply.status);
         return Outcome {
             action: Action::Pause,
             local_reply: Some(reply),
@@ -400,12 +406,17 @@ pub(crate) fn take_buffered(vm: &mut Vm, ctx: u32, dir: Direction) -> Bytes {
 pub(crate) fn on_log(vm: &mut Vm, ctx: u32) -> Result<(), RuntimeError> {
     let cb = Arc::clone(&vm.cb);
     let budget = vm.store.data().rt.limits.callback_timeout;
+    let since = &mut None;
     if let Some(f) = cb.done.as_ref() {
-        vm.call("proxy_on_done", ctx, budget, |s| f.call(s, ctx as i32))?;
+        vm.call_after(since, "proxy_on_done", ctx, budget, |s| {
+            f.call(s, ctx as i32)
+        })?;
     }
     stream_mut(vm, ctx)?.log_phase = true;
     if let Some(f) = cb.log.as_ref() {
-        vm.call("proxy_on_log", ctx, budget, |s| f.call(s, ctx as i32))?;
+        vm.call_after(since, "proxy_on_log", ctx, budget, |s| {
+            f.call(s, ctx as i32)
+        })?;
     }
     Ok(())
 }
@@ -416,13 +427,18 @@ pub(crate) fn on_delete(vm: &mut Vm, ctx: u32, done_already: bool) {
     let cb = Arc::clone(&vm.cb);
     if vm.failed.is_none() {
         let budget = vm.store.data().rt.limits.callback_timeout;
+        let since = &mut None;
         if !done_already && let Some(f) = cb.done.as_ref() {
-            let _ = vm.call("proxy_on_done", ctx, budget, |s| f.call(s, ctx as i32));
+            let _ = vm.call_after(since, "proxy_on_done", ctx, budget, |s| {
+                f.call(s, ctx as i32)
+            });
         }
         if vm.failed.is_none()
             && let Some(f) = cb.delete.as_ref()
         {
-            let _ = vm.call("proxy_on_delete", ctx, budget, |s| f.call(s, ctx as i32));
+            let _ = vm.call_after(since, "proxy_on_delete", ctx, budget, |s| {
+                f.call(s, ctx as i32)
+            });
         }
     }
     let state = vm.store.data_mut();

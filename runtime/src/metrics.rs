@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::abi::{MetricKind, Status};
@@ -123,9 +124,11 @@ pub const CALLBACK_SECONDS_BOUNDS: [f64; 12] = [
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.1, 1.0,
 ];
 
-#[derive(Default)]
 pub(crate) struct PluginStatsInner {
-    pub invocations: AtomicU64,
+    /// Per worker slot: every guest call writes these, so each slot has its own cache line(s)
+    /// and two workers never write the same one (shared counters cost a cache-line transfer
+    /// per call with two workers). Summed when read.
+    calls: Box<[CachePadded<CallStats>]>,
     pub traps: AtomicU64,
     pub limit_exceeded: AtomicU64,
     pub fail_closed: AtomicU64,
@@ -134,18 +137,48 @@ pub(crate) struct PluginStatsInner {
     pub reload_failures: AtomicU64,
     pub reload_backoffs: AtomicU64,
     pub local_replies: Mutex<BTreeMap<u16, u64>>,
-    pub callback_nanos: AtomicU64,
-    pub callback_buckets: [AtomicU64; CALLBACK_SECONDS_BOUNDS.len() + 1],
+}
+
+/// Guest calls of one plugin in one worker slot: count, time, time histogram.
+///
+/// Only the thread that holds the slot's lock writes these (a VM runs only with its slot
+/// locked; the canary of `Plugin::load`, which counts in slot 0, runs before any slot VM has the
+/// plugin). So an increment is a load and a store, not an atomic read-modify-write: atomics
+/// only so that `/metrics` can read them meanwhile.
+#[derive(Default)]
+struct CallStats {
+    invocations: AtomicU64,
+    nanos: AtomicU64,
+    buckets: [AtomicU64; CALLBACK_SECONDS_BOUNDS.len() + 1],
 }
 
 impl PluginStatsInner {
-    pub fn callback(&self, took: Duration) {
-        self.invocations.fetch_add(1, Relaxed);
-        self.callback_nanos
-            .fetch_add(took.as_nanos() as u64, Relaxed);
+    /// Stats for a plugin that runs in `slots` worker slots.
+    pub fn new(slots: usize) -> Self {
+        Self {
+            calls: (0..slots.max(1)).map(|_| Default::default()).collect(),
+            traps: Default::default(),
+            limit_exceeded: Default::default(),
+            fail_closed: Default::default(),
+            fail_opened: Default::default(),
+            reloads: Default::default(),
+            reload_failures: Default::default(),
+            reload_backoffs: Default::default(),
+            local_replies: Default::default(),
+        }
+    }
+
+    /// One guest call, made by the VM of worker slot `slot`, with that slot locked.
+    pub fn callback(&self, slot: usize, took: Duration) {
+        let calls = &self.calls[slot % self.calls.len()];
+        let add = |counter: &AtomicU64, n: u64| {
+            counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed)
+        };
+        add(&calls.invocations, 1);
+        add(&calls.nanos, took.as_nanos() as u64);
         let secs = took.as_secs_f64();
         let i = CALLBACK_SECONDS_BOUNDS.partition_point(|&b| b < secs);
-        self.callback_buckets[i].fetch_add(1, Relaxed);
+        add(&calls.buckets[i], 1);
     }
 
     pub fn local_reply(&self, status: u16) {
@@ -190,8 +223,18 @@ pub struct PluginStats {
 
 impl PluginStatsInner {
     pub fn snapshot(&self, vms: u64, memory_bytes: u64) -> PluginStats {
+        let mut invocations = 0u64;
+        let mut nanos = 0u64;
+        let mut buckets = vec![0u64; CALLBACK_SECONDS_BOUNDS.len() + 1];
+        for calls in self.calls.iter() {
+            invocations = invocations.wrapping_add(calls.invocations.load(Relaxed));
+            nanos = nanos.wrapping_add(calls.nanos.load(Relaxed));
+            for (sum, b) in buckets.iter_mut().zip(&calls.buckets) {
+                *sum = sum.wrapping_add(b.load(Relaxed));
+            }
+        }
         PluginStats {
-            invocations: self.invocations.load(Relaxed),
+            invocations,
             traps: self.traps.load(Relaxed),
             limit_exceeded: self.limit_exceeded.load(Relaxed),
             local_replies: self.local_replies.lock().clone(),
@@ -200,12 +243,8 @@ impl PluginStatsInner {
             reloads: self.reloads.load(Relaxed),
             reload_failures: self.reload_failures.load(Relaxed),
             reload_backoffs: self.reload_backoffs.load(Relaxed),
-            callback_seconds_sum: self.callback_nanos.load(Relaxed) as f64 / 1e9,
-            callback_seconds_buckets: self
-                .callback_buckets
-                .iter()
-                .map(|b| b.load(Relaxed))
-                .collect(),
+            callback_seconds_sum: nanos as f64 / 1e9,
+            callback_seconds_buckets: buckets,
             vms,
             memory_bytes,
         }

@@ -17,7 +17,9 @@
 //! `dispatch_http_call` cannot deadlock or re-enter the guest).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst, fence,
+};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -117,6 +119,10 @@ pub(crate) struct Slot {
     index: usize,
     state: Mutex<SlotState>,
     inbox: Mutex<Vec<Task>>,
+    /// `!inbox.is_empty()`, kept with the inbox locked and read without it: every callback
+    /// checks the inbox twice (before and after unlocking the slot) and it is nearly always
+    /// empty, so those checks are a load instead of two lock round trips.
+    queued: AtomicBool,
     spec: Arc<VmSpec>,
 }
 
@@ -186,11 +192,13 @@ impl Slot {
     }
 
     fn run_inbox(self: &Arc<Self>, state: &mut SlotState) {
-        loop {
-            let tasks = std::mem::take(&mut *self.inbox.lock());
-            if tasks.is_empty() {
-                return;
-            }
+        // A task queued meanwhile that this load misses is run by `after_unlock`.
+        while self.queued.load(Relaxed) {
+            let tasks = {
+                let mut inbox = self.inbox.lock();
+                self.queued.store(false, Relaxed);
+                std::mem::take(&mut *inbox)
+            };
             for task in tasks {
                 let live = state.generation == task.generation();
                 match (live, state.vm.as_mut()) {
@@ -215,7 +223,14 @@ impl Slot {
 /// Queues a task for a slot and runs it now if nobody holds the slot and this thread is not
 /// inside a VM; otherwise the holder (or this thread, once it leaves its VM) runs it.
 pub(crate) fn deliver(slot: &Arc<Slot>, task: Task) {
-    slot.inbox.lock().push(task);
+    {
+        let mut inbox = slot.inbox.lock();
+        inbox.push(task);
+        slot.queued.store(true, Relaxed);
+    }
+    // Pairs with the fence in `after_unlock`: either the slot's holder sees `queued` after it
+    // unlocks, or `kick`'s `try_lock` below sees the slot unlocked (see there).
+    fence(SeqCst);
     if DEPTH.get() > 0 {
         KICKS.with(|k| k.borrow_mut().push(slot.clone()));
     } else {
@@ -245,7 +260,11 @@ fn after_unlock(slot: &Arc<Slot>) {
     if DEPTH.get() > 0 {
         return;
     }
-    if !slot.inbox.lock().is_empty() {
+    // A deliverer stores `queued`, fences, then try-locks the slot; we unlocked it, fence, then
+    // load `queued`. With the two SeqCst fences, one of us sees the other's write: we see the
+    // task here, or its deliverer's `try_lock` succeeds and it runs the task itself.
+    fence(SeqCst);
+    if slot.queued.load(Relaxed) {
         kick(slot);
     }
     drain_kicks();
@@ -295,6 +314,7 @@ fn mark_failed(plugin: &PluginMeta, index: usize, reason: RuntimeError) {
             reason,
             retry_at: Instant::now() + base + jitter,
         });
+        plugin.ever_failed.store(true, Relaxed);
     }
 }
 
@@ -306,7 +326,8 @@ fn ensure_root(
     plugin: &Arc<PluginMeta>,
 ) -> Result<u32, RuntimeError> {
     let mut reload = false;
-    if let Some(entry) = plugin.failures.lock().get_mut(slot.index)
+    if plugin.ever_failed.load(Relaxed)
+        && let Some(entry) = plugin.failures.lock().get_mut(slot.index)
         && let Some(failure) = entry
     {
         if plugin.fail_strategy == FailStrategy::FailReload && Instant::now() >= failure.retry_at {
@@ -321,7 +342,12 @@ fn ensure_root(
     }
     if state.vm.is_none() {
         state.generation += 1;
-        match Vm::new(&slot.spec, Arc::downgrade(slot), state.generation) {
+        match Vm::new(
+            &slot.spec,
+            Arc::downgrade(slot),
+            slot.index,
+            state.generation,
+        ) {
             Ok(vm) => state.vm = Some(vm),
             Err(e) => {
                 mark_failed(plugin, slot.index, e.clone());
@@ -429,6 +455,7 @@ impl Plugin {
                                     generation: 0,
                                 }),
                                 inbox: Mutex::new(Vec::new()),
+                                queued: AtomicBool::new(false),
                                 spec: spec.clone(),
                             })
                         })
@@ -447,12 +474,14 @@ impl Plugin {
             log_level: options.log_level,
             fail_strategy: options.fail_strategy,
             reload_backoff: options.reload_backoff,
-            stats: Arc::new(PluginStatsInner::default()),
+            stats: Arc::new(PluginStatsInner::new(rt.slots)),
             failures: Mutex::new((0..rt.slots).map(|_| None).collect()),
+            ever_failed: Default::default(),
         });
         if shared {
             let spec = &pool.slots[0].spec;
-            let mut canary = Vm::new(spec, Weak::new(), 0)?;
+            // Its calls count in slot 0's stats, which no slot VM writes for this plugin yet.
+            let mut canary = Vm::new(spec, Weak::new(), 0, 0)?;
             context::create_root(&mut canary, &meta)?;
             context::delete_root(&mut canary, meta.id);
         }

@@ -2,6 +2,7 @@
 //! request, so every callback moves the proxy's data in here and back out (see `context.rs`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -29,6 +30,10 @@ pub(crate) struct PluginMeta {
     pub stats: Arc<PluginStatsInner>,
     /// Per worker slot: why this plugin cannot run there, and (FAIL_RELOAD) when to try again.
     pub failures: Mutex<Vec<Option<SlotFailure>>>,
+    /// Set (never cleared) once an entry of `failures` was: until then streams need not lock
+    /// `failures`, a lock every worker would otherwise take for every stream. Slot `i`'s entry is
+    /// only set with slot `i` locked, and read with it locked, so `Relaxed` is enough.
+    pub ever_failed: AtomicBool,
 }
 
 pub(crate) struct SlotFailure {
@@ -37,13 +42,20 @@ pub(crate) struct SlotFailure {
 }
 
 /// Wakes a paused stream's [`Stream::resumed`](crate::Stream::resumed) future.
+///
+/// `fire` and `clear` run with the stream's VM slot locked (inside callbacks and tasks), so
+/// they never race each other; `poll` runs in the proxy's task, unlocked.
 #[derive(Default)]
 pub(crate) struct Signal {
     state: Mutex<(Option<Outcome>, Option<Waker>)>,
+    /// Fired since the last `clear`: lets `clear`, which every stream callback runs, skip the
+    /// lock when there is nothing to forget (the usual case). Ordered by the slot lock.
+    fired: AtomicBool,
 }
 
 impl Signal {
     pub fn fire(&self, outcome: Outcome) {
+        self.fired.store(true, Relaxed);
         let waker = {
             let mut state = self.state.lock();
             state.0 = Some(outcome);
@@ -55,7 +67,11 @@ impl Signal {
     }
 
     pub fn clear(&self) {
-        self.state.lock().0 = None;
+        // A load, not a swap: no atomic read-modify-write on the usual path.
+        if self.fired.load(Relaxed) {
+            self.fired.store(false, Relaxed);
+            self.state.lock().0 = None;
+        }
     }
 
     pub fn poll(&self, waker: &Waker) -> Poll<Outcome> {

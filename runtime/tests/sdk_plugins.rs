@@ -443,7 +443,7 @@ fn response_path(stream: &mut Stream, ex: &Exchange, seen: &mut Seen, from_upstr
         (Some(reply), _) => {
             let mut h = headers(&[(":status", &reply.status.to_string())]);
             for (k, v) in reply.headers.iter() {
-                h.push(k, v.to_vec());
+                h.push(k, v);
             }
             let body = (!reply.body.is_empty()).then(|| vec![reply.body.clone()]);
             (h, body.unwrap_or_default(), None)

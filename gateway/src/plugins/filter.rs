@@ -33,10 +33,14 @@ impl ChainRun {
 
 /// The request headers as proxy-wasm sees them, pseudo-headers first.
 pub fn request_list(req: &RequestHeader, scheme: &str, authority: &str) -> HeaderList {
-    let mut h = HeaderList::new();
-    for (k, v) in request_pairs(req, scheme, authority) {
-        h.push(k, v);
-    }
+    sized_list(|| request_pairs(req, scheme, authority))
+}
+
+/// A header list of `pairs`, allocated once at its size, with room for a few added headers.
+fn sized_list<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(pairs: impl Fn() -> I) -> HeaderList {
+    let (n, bytes) = pairs().fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
+    let mut h = HeaderList::with_capacity(n + 4, bytes + 128);
+    h.extend(pairs());
     h
 }
 
@@ -66,11 +70,7 @@ fn request_pairs<'a>(
 }
 
 pub fn response_list(resp: &ResponseHeader) -> HeaderList {
-    let mut h = HeaderList::new();
-    for (k, v) in response_pairs(resp) {
-        h.push(k, v);
-    }
-    h
+    sized_list(|| response_pairs(resp))
 }
 
 fn response_pairs(resp: &ResponseHeader) -> impl Iterator<Item = (&[u8], &[u8])> {

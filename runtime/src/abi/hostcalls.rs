@@ -8,7 +8,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
-use super::memory::{copy_out, read, read_string, write_u32, write_u64};
+use super::memory::{
+    copy_out, copy_out_with, in_memory, read, read_string, slice, split, write_u32, write_u64,
+};
 use super::pairs;
 use super::{BufferType, LogLevel, MapType, MetricKind, Status, StreamType};
 use crate::state::VmState;
@@ -45,10 +47,11 @@ fn guard(caller: &C<'_>, name: &str) -> wasmtime::Result<()> {
 fn pairs_from(caller: &C<'_>, ptr: i32, len: i32) -> Result<HeaderList, Status> {
     let limits = &caller.data().rt.limits;
     let (count, bytes) = (limits.max_pairs_count, limits.max_pairs_bytes);
-    let buf = read(caller, ptr, len)?;
-    pairs::decode(&buf, count, bytes)
-        .map(HeaderList::from)
-        .map_err(|_| Status::BadArgument)
+    let buf = slice(caller, ptr, len)?;
+    let mut list = HeaderList::with_capacity(pairs::count_hint(buf).min(count), buf.len());
+    pairs::decode_with(buf, count, bytes, |k, v| list.push(k, v))
+        .map_err(|_| Status::BadArgument)?;
+    Ok(list)
 }
 
 fn timeout(ms: i32) -> Option<Duration> {
@@ -73,8 +76,8 @@ fn add_general(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "proxy_log",
         |c: C<'_>, level: i32, ptr: i32, len: i32| -> R {
             let level = tri!(LogLevel::from_raw(level).ok_or(Status::BadArgument));
-            let msg = tri!(read(&c, ptr, len));
-            c.data().log(level, &String::from_utf8_lossy(&msg));
+            let msg = tri!(slice(&c, ptr, len));
+            c.data().log(level, &String::from_utf8_lossy(msg));
             Ok(0)
         },
     )?;
@@ -117,8 +120,8 @@ fn add_general(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "proxy_get_property",
         |mut c: C<'_>, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_len: i32| -> R {
             guard(&c, "proxy_get_property")?;
-            let path = tri!(read(&c, path_ptr, path_len));
-            let value = tri!(crate::properties::get(c.data(), &path).ok_or(Status::NotFound));
+            let path = tri!(slice(&c, path_ptr, path_len));
+            let value = tri!(crate::properties::get(c.data(), path).ok_or(Status::NotFound));
             Ok(code(copy_out(&mut c, &value, ret_ptr, ret_len)?))
         },
     )?;
@@ -188,8 +191,16 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, map: i32, ret_ptr: i32, ret_len: i32| -> R {
             guard(&c, "proxy_get_header_map_pairs")?;
             let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-            let encoded = pairs::encode(tri!(c.data().header_map(map)).entries());
-            Ok(code(copy_out(&mut c, &encoded, ret_ptr, ret_len)?))
+            // A reference count, so the map can be encoded straight into the guest's allocation.
+            let list = tri!(c.data().header_map(map)).clone();
+            let size = pairs::encoded_size(&list);
+            Ok(code(copy_out_with(
+                &mut c,
+                size,
+                ret_ptr,
+                ret_len,
+                |dst| pairs::encode_into(&list, dst),
+            )?))
         },
     )?;
     l.func_wrap(
@@ -209,7 +220,7 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, map: i32, ret: i32| -> R {
             guard(&c, "proxy_get_header_map_size")?;
             let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-            let size = pairs::encoded_size(tri!(c.data().header_map(map)).entries());
+            let size = pairs::encoded_size(tri!(c.data().header_map(map)));
             Ok(code(write_u32(&mut c, ret, size as u32)))
         },
     )?;
@@ -219,15 +230,16 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, map: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_len: i32| -> R {
             guard(&c, "proxy_get_header_map_value")?;
             let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-            let key = tri!(read(&c, key_ptr, key_len));
-            let state = c.data();
-            let value = match tri!(state.header_map(map)).get(&key) {
-                Some(v) => v.to_vec(),
+            let key = tri!(slice(&c, key_ptr, key_len));
+            // A reference count: the value is copied once, from the map into the guest.
+            let list = tri!(c.data().header_map(map)).clone();
+            let value = match list.get(key) {
+                Some(v) => v,
                 // ABI 0.1.0 answered OK with an empty value; 0.2.x answers NOT_FOUND.
-                None if state.abi == super::AbiVersion::V0_1_0 => Vec::new(),
+                None if c.data().abi == super::AbiVersion::V0_1_0 => &[],
                 None => return Ok(Status::NotFound.code()),
             };
-            Ok(code(copy_out(&mut c, &value, ret_ptr, ret_len)?))
+            Ok(code(copy_out(&mut c, value, ret_ptr, ret_len)?))
         },
     )?;
     l.func_wrap(
@@ -236,9 +248,10 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, map: i32, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| -> R {
             guard(&c, "proxy_add_header_map_value")?;
             let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-            let key = tri!(read(&c, key_ptr, key_len));
-            let value = tri!(read(&c, val_ptr, val_len));
-            tri!(c.data_mut().header_map_mut(map)).push(key, value);
+            let (memory, state) = tri!(split(&mut c));
+            let key = tri!(in_memory(memory, key_ptr, key_len));
+            let value = tri!(in_memory(memory, val_ptr, val_len));
+            tri!(state.header_map_mut(map)).push(key, value);
             Ok(0)
         },
     )?;
@@ -248,9 +261,10 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, map: i32, key_ptr: i32, key_len: i32, val_ptr: i32, val_len: i32| -> R {
             guard(&c, "proxy_replace_header_map_value")?;
             let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-            let key = tri!(read(&c, key_ptr, key_len));
-            let value = tri!(read(&c, val_ptr, val_len));
-            tri!(c.data_mut().header_map_mut(map)).replace(key, value);
+            let (memory, state) = tri!(split(&mut c));
+            let key = tri!(in_memory(memory, key_ptr, key_len));
+            let value = tri!(in_memory(memory, val_ptr, val_len));
+            tri!(state.header_map_mut(map)).replace(key, value);
             Ok(0)
         },
     )?;
@@ -260,8 +274,9 @@ fn add_headers_and_buffers(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, map: i32, key_ptr: i32, key_len: i32| -> R {
             guard(&c, "proxy_remove_header_map_value")?;
             let map = tri!(MapType::from_raw(map).ok_or(Status::BadArgument));
-            let key = tri!(read(&c, key_ptr, key_len));
-            tri!(c.data_mut().header_map_mut(map)).remove(key);
+            let (memory, state) = tri!(split(&mut c));
+            let key = tri!(in_memory(memory, key_ptr, key_len));
+            tri!(state.header_map_mut(map)).remove(key);
             Ok(0)
         },
     )?;

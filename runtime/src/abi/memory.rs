@@ -13,12 +13,35 @@ fn range(ptr: i32, len: i32) -> std::ops::Range<usize> {
 
 /// Copies `len` bytes at `ptr` out of guest memory.
 pub(crate) fn read(caller: &Caller<'_, VmState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+    slice(caller, ptr, len).map(<[u8]>::to_vec)
+}
+
+/// The `len` bytes at `ptr` in guest memory, borrowed: for data the host only looks at (a
+/// header name to find, a log line) or copies once into its own structures.
+pub(crate) fn slice<'a>(
+    caller: &'a Caller<'_, VmState>,
+    ptr: i32,
+    len: i32,
+) -> Result<&'a [u8], Status> {
     let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+    in_memory(memory.data(caller), ptr, len)
+}
+
+/// `len` bytes at `ptr` of a guest memory already borrowed (see [`split`]).
+pub(crate) fn in_memory(memory: &[u8], ptr: i32, len: i32) -> Result<&[u8], Status> {
     memory
-        .data(caller)
         .get(range(ptr, len))
-        .map(<[u8]>::to_vec)
         .ok_or(Status::InvalidMemoryAccess)
+}
+
+/// Guest memory and the VM state at once, so guest bytes can go straight into host structures
+/// (`proxy_add_header_map_value`) without an intermediate copy.
+pub(crate) fn split<'a>(
+    caller: &'a mut Caller<'_, VmState>,
+) -> Result<(&'a [u8], &'a mut VmState), Status> {
+    let memory = caller.data().memory.ok_or(Status::InvalidMemoryAccess)?;
+    let (memory, state) = memory.data_and_store_mut(caller);
+    Ok((memory, state))
 }
 
 /// Whether `len` bytes at `ptr` are inside guest memory (without copying them).
@@ -69,18 +92,42 @@ pub(crate) fn copy_out(
     ptr_ptr: i32,
     size_ptr: i32,
 ) -> wasmtime::Result<Result<(), Status>> {
+    copy_out_with(caller, data.len(), ptr_ptr, size_ptr, |dst| {
+        dst.copy_from_slice(data)
+    })
+}
+
+/// [`copy_out`] of `len` bytes that `fill` writes straight into the guest's allocation (e.g. a
+/// header map encoded in place), sparing a host buffer.
+pub(crate) fn copy_out_with(
+    caller: &mut Caller<'_, VmState>,
+    len: usize,
+    ptr_ptr: i32,
+    size_ptr: i32,
+    fill: impl FnOnce(&mut [u8]),
+) -> wasmtime::Result<Result<(), Status>> {
+    let Ok(len32) = u32::try_from(len) else {
+        return Ok(Err(Status::BadArgument));
+    };
     let mut addr = 0u32;
-    if !data.is_empty() {
-        addr = match alloc(caller, data.len())? {
+    if len > 0 {
+        addr = match alloc(caller, len)? {
             Ok(addr) => addr,
             Err(status) => return Ok(Err(status)),
         };
-        if let Err(status) = write(caller, addr as i32, data) {
-            return Ok(Err(status));
+        // `alloc` checked that the allocation lies inside memory.
+        let Some(memory) = caller.data().memory else {
+            return Ok(Err(Status::InvalidMemoryAccess));
+        };
+        match memory
+            .data_mut(&mut *caller)
+            .get_mut(addr as usize..addr as usize + len)
+        {
+            Some(dst) => fill(dst),
+            None => return Ok(Err(Status::InvalidMemoryAccess)),
         }
     }
-    Ok(write_u32(caller, ptr_ptr, addr)
-        .and_then(|()| write_u32(caller, size_ptr, data.len() as u32)))
+    Ok(write_u32(caller, ptr_ptr, addr).and_then(|()| write_u32(caller, size_ptr, len32)))
 }
 
 /// Calls the guest's `malloc`/`proxy_on_memory_allocate` with host calls restricted, as

@@ -19,34 +19,98 @@ pub enum PairsError {
 /// Decoded pairs: `(name, value)` bytes in order.
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Size in bytes of `pairs` once encoded.
-pub fn encoded_size<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> usize {
+/// One `(name, value)` to encode: a tuple of byte strings, or a reference to one.
+pub trait Pair {
+    fn name(&self) -> &[u8];
+    fn value(&self) -> &[u8];
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> Pair for (K, V) {
+    fn name(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self.1.as_ref()
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> Pair for &(K, V) {
+    fn name(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &[u8] {
+        self.1.as_ref()
+    }
+}
+
+/// Size in bytes of `pairs` once encoded: a slice of pairs, or a `HeaderList::iter()`.
+pub fn encoded_size<I>(pairs: I) -> usize
+where
+    I: IntoIterator<Item: Pair>,
+{
     4 + pairs
-        .iter()
-        .map(|(k, v)| 8 + k.as_ref().len() + v.as_ref().len() + 2)
+        .into_iter()
+        .map(|p| 8 + p.name().len() + p.value().len() + 2)
         .sum::<usize>()
 }
 
 /// Encodes `pairs`. Lengths are `u32`; callers keep maps far below 4 GiB through the limits.
-pub fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(encoded_size(pairs));
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in pairs {
-        out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.as_ref().len() as u32).to_le_bytes());
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_ref());
-        out.push(0);
-        out.extend_from_slice(v.as_ref());
-        out.push(0);
-    }
+pub fn encode<I>(pairs: I) -> Vec<u8>
+where
+    I: IntoIterator<Item: Pair, IntoIter: ExactSizeIterator + Clone>,
+{
+    let pairs = pairs.into_iter();
+    let mut out = vec![0; encoded_size(pairs.clone())];
+    encode_into(pairs, &mut out);
     out
+}
+
+/// Encodes `pairs` into `out`, which must be exactly [`encoded_size`] bytes long (e.g. memory
+/// the guest just allocated for them). Walks `pairs` twice, hence `Clone`.
+///
+/// # Panics
+/// If `out` has another length: a bug in the caller, never a property of the data.
+pub fn encode_into<I>(pairs: I, out: &mut [u8])
+where
+    I: IntoIterator<Item: Pair, IntoIter: ExactSizeIterator + Clone>,
+{
+    let pairs = pairs.into_iter();
+    out[..4].copy_from_slice(&(pairs.len() as u32).to_le_bytes());
+    let (mut table, mut data) = (4, 4 + 8 * pairs.len());
+    for p in pairs {
+        for bytes in [p.name(), p.value()] {
+            out[table..table + 4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+            table += 4;
+            out[data..data + bytes.len()].copy_from_slice(bytes);
+            out[data + bytes.len()] = 0;
+            data += bytes.len() + 1;
+        }
+    }
+    assert_eq!(
+        data,
+        out.len(),
+        "pairs: output longer than the encoded size"
+    );
 }
 
 /// Decodes a guest pairs buffer. An empty buffer, or a lone 0x00 byte, is the empty map
 /// (both occur in the wild).
 pub fn decode(buf: &[u8], max_count: usize, max_bytes: usize) -> Result<Pairs, PairsError> {
+    let mut out = Vec::with_capacity(count_hint(buf).min(max_count));
+    decode_with(buf, max_count, max_bytes, |k, v| {
+        out.push((k.to_vec(), v.to_vec()));
+    })?;
+    Ok(out)
+}
+
+/// [`decode`] without copying: `each` gets every `(name, value)` in order, borrowed from `buf`.
+/// On a malformed buffer it may have been called for the pairs before the fault, then `Err`.
+pub fn decode_with<'a>(
+    buf: &'a [u8],
+    max_count: usize,
+    max_bytes: usize,
+    mut each: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<(), PairsError> {
     if buf.len() > max_bytes {
         return Err(PairsError::TooLarge {
             size: buf.len(),
@@ -54,7 +118,7 @@ pub fn decode(buf: &[u8], max_count: usize, max_bytes: usize) -> Result<Pairs, P
         });
     }
     if buf.is_empty() || buf == [0] {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let word = |at: usize| -> Result<usize, PairsError> {
         let bytes = buf.get(at..at + 4).ok_or(PairsError::Malformed)?;
@@ -73,15 +137,23 @@ pub fn decode(buf: &[u8], max_count: usize, max_bytes: usize) -> Result<Pairs, P
         .and_then(|n| n.checked_add(4))
         .filter(|&n| n <= buf.len())
         .ok_or(PairsError::Malformed)?;
-    let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let key_len = word(4 + i * 8)?;
         let value_len = word(8 + i * 8)?;
         let key = take(buf, &mut data, key_len)?;
         let value = take(buf, &mut data, value_len)?;
-        out.push((key.to_vec(), value.to_vec()));
+        each(key, value);
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The pair count `buf` declares, capped by what its length could hold (10 bytes per pair at
+/// least), to size a destination before decoding; 0 for a buffer too short to say.
+pub fn count_hint(buf: &[u8]) -> usize {
+    let declared = buf
+        .first_chunk::<4>()
+        .map_or(0, |w| u32::from_le_bytes(*w) as usize);
+    declared.min(buf.len().saturating_sub(4) / 10)
 }
 
 /// Takes `len` bytes then the NUL terminator that must follow them.
@@ -122,11 +194,41 @@ mod tests {
     }
 
     #[test]
+    fn a_header_list_encodes_as_its_pairs_would() {
+        let list: crate::HeaderList = [(":path", "/"), ("x-empty", ""), ("a", "1")]
+            .into_iter()
+            .collect();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+            list.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        assert_eq!(encode(&list), encode(&pairs));
+        assert_eq!(encoded_size(&list), encode(&pairs).len());
+        let mut out = vec![0xaa; encoded_size(&list)];
+        encode_into(&list, &mut out);
+        assert_eq!(out, encode(&pairs));
+        assert_eq!(encode(&crate::HeaderList::new()), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn decode_with_borrows_and_count_hint_is_bounded() {
+        let enc = encode(&[("k", "v"), ("k2", "")]);
+        let mut seen = Vec::new();
+        decode_with(&enc, 8, 64, |k, v| seen.push((k, v))).unwrap();
+        assert_eq!(seen, [(&b"k"[..], &b"v"[..]), (b"k2", b"")]);
+        assert_eq!(count_hint(&enc), 2);
+        // A count that claims more than the buffer could hold is capped by its length.
+        assert_eq!(
+            count_hint(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            1
+        );
+        assert_eq!(count_hint(&[1, 0]), 0);
+    }
+
+    #[test]
     fn empty_forms_decode_to_the_empty_map() {
         assert!(decode(&[], 8, 64).unwrap().is_empty());
         assert!(decode(&[0], 8, 64).unwrap().is_empty());
         assert!(
-            decode(&encode::<&str, &str>(&[]), 8, 64)
+            decode(&encode::<&[(&str, &str)]>(&[]), 8, 64)
                 .unwrap()
                 .is_empty()
         );

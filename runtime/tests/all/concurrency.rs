@@ -190,3 +190,50 @@ fn threads_pinned_to_a_slot_share_its_vm_and_its_root_state() {
     assert_eq!(run_on(0, 2), [1, 2]);
     assert_eq!(plugin.stats().vms, 2);
 }
+
+#[test]
+fn stats_count_every_guest_call_of_every_worker_slot() {
+    let e = env_with(Limits::default(), 2);
+    let plugin = Arc::new(e.plugin(&wat("counter"), ""));
+    let run_on = |slot: usize, requests: usize| {
+        let plugin = plugin.clone();
+        std::thread::spawn(move || {
+            set_thread_slot(slot);
+            for _ in 0..requests {
+                let mut stream = plugin.new_stream(StreamInfo::default());
+                stream.on_request_headers(&mut request_headers(), true);
+                stream.on_log();
+            }
+        })
+        .join()
+        .unwrap()
+    };
+    let before = plugin.stats();
+    run_on(0, 1);
+    let per_request = plugin.stats().invocations - before.invocations;
+    assert!(per_request >= 1, "{per_request} guest calls per request");
+
+    // Two workers at once, each in its own slot: every call of both is counted.
+    std::thread::scope(|s| {
+        for slot in [0, 1] {
+            let run_on = &run_on;
+            s.spawn(move || run_on(slot, 20));
+        }
+    });
+    let after = plugin.stats();
+    assert_eq!(
+        after.invocations - before.invocations,
+        per_request * 41,
+        "1 + 2 × 20 requests"
+    );
+    assert_eq!(
+        after.callback_seconds_buckets.iter().sum::<u64>(),
+        after.invocations,
+        "each call is in one bucket"
+    );
+    assert_eq!(
+        after.callback_seconds_buckets.len(),
+        CALLBACK_SECONDS_BOUNDS.len() + 1
+    );
+    assert!(after.callback_seconds_sum > before.callback_seconds_sum);
+}

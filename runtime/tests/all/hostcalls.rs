@@ -26,7 +26,7 @@ fn run(
     let mut headers = request_headers();
     headers.push("x-op", op);
     for (k, v) in extra {
-        headers.push(k, v.to_vec());
+        headers.push(k, v);
     }
     let before = e.host.logs.lock().len();
     let outcome = stream.on_request_headers(&mut headers, false);
@@ -93,7 +93,7 @@ fn headers_are_read_added_replaced_and_removed() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(size, pairs::encoded_size(headers.entries()));
+    assert_eq!(size, pairs::encoded_size(&headers));
     assert!(logs.contains(&format!("pairs={}", headers.len())));
     assert!(logs.contains(&"ua=replaced".to_string()));
 }
