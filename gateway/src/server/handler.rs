@@ -395,29 +395,24 @@ impl Gateway {
 
 struct PingoraHeaders<'a, T>(&'a mut T);
 
-impl HeaderSink for PingoraHeaders<'_, RequestHeader> {
-    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.insert_header(n.clone(), v.clone());
-    }
-    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.append_header(n.clone(), v.clone());
-    }
-    fn remove(&mut self, n: &http::HeaderName) {
-        self.0.remove_header(n);
-    }
+/// The route filters' header edits on Pingora's request and response headers, which have the
+/// same methods but no common trait.
+macro_rules! pingora_header_sink {
+    ($($header:ty),*) => {$(
+        impl HeaderSink for PingoraHeaders<'_, $header> {
+            fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+                let _ = self.0.insert_header(n.clone(), v.clone());
+            }
+            fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
+                let _ = self.0.append_header(n.clone(), v.clone());
+            }
+            fn remove(&mut self, n: &http::HeaderName) {
+                self.0.remove_header(n);
+            }
+        }
+    )*};
 }
-
-impl HeaderSink for PingoraHeaders<'_, ResponseHeader> {
-    fn set(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.insert_header(n.clone(), v.clone());
-    }
-    fn append(&mut self, n: &http::HeaderName, v: &http::HeaderValue) {
-        let _ = self.0.append_header(n.clone(), v.clone());
-    }
-    fn remove(&mut self, n: &http::HeaderName) {
-        self.0.remove_header(n);
-    }
-}
+pingora_header_sink!(RequestHeader, ResponseHeader);
 
 /// An HTTP/1.0 client cannot decode a chunked body (RFC 9112 §6.1), which pingora would pass on
 /// or even create: it gets the body as it comes, ended by the gateway closing the connection. A
