@@ -282,6 +282,14 @@ impl Conn {
         self.read_response(&method).await
     }
 
+    /// [`roundtrip`](Self::roundtrip), asserting the response's status (the response is in the
+    /// panic message when it differs).
+    pub async fn expect(&mut self, request: &[u8], status: u16) -> Message {
+        let resp = self.roundtrip(request).await.expect("a response");
+        assert_eq!(resp.head.status(), status, "{resp:?}");
+        resp
+    }
+
     /// Bytes already read past the last message.
     pub fn buffered(&self) -> &[u8] {
         &self.buf

@@ -254,8 +254,7 @@ async fn an_upgrade_other_than_websocket_is_not_forwarded() {
             "GET {path} HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
         )
     };
-    let resp = c.roundtrip(upgrade("/foo").as_bytes()).await.unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    let resp = c.expect(upgrade("/foo").as_bytes(), 200).await;
     assert_eq!(text(&resp.body), "plain answer");
     assert!(!resp.head.has("upgrade"), "{resp:?}");
 
@@ -269,15 +268,11 @@ async fn an_upgrade_other_than_websocket_is_not_forwarded() {
     );
 
     // Nothing was switched: the connection carries the next request as HTTP.
-    let resp = c
-        .roundtrip(b"GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    c.expect(b"GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
 
     // An upstream switching protocols on a request that was not an upgrade is refused.
-    let resp = c.roundtrip(upgrade("/sneaky").as_bytes()).await.unwrap();
-    assert_eq!(resp.head.status(), 502, "{resp:?}");
+    c.expect(upgrade("/sneaky").as_bytes(), 502).await;
 }
 
 // === What is forwarded ===
@@ -288,16 +283,15 @@ async fn hop_by_hop_and_connection_nominated_fields_are_not_forwarded() {
     let s = Setup::new(up.addr, NATIVE).await;
     let mut c = s.connect().await;
     let resp = c
-        .roundtrip(
+        .expect(
             b"GET /hop HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Foo\r\n\
               X-Foo: nominated\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
               Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
               X-End-To-End: kept\r\nAuthorization: Bearer token\r\nCookie: a=b\r\n\
               Accept: text/plain\r\n\r\n",
+            200,
         )
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .await;
     let echo: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     let headers = &echo["headers"];
     for gone in [
@@ -327,14 +321,12 @@ async fn hop_by_hop_and_connection_nominated_fields_are_not_forwarded() {
 
     // Nominating a field the gateway must keep is a bad request.
     let mut c = s.connect().await;
-    let resp = c
-        .roundtrip(
-            b"GET /hop HTTP/1.1\r\nHost: example.com\r\nConnection: X-Forwarded-For\r\n\
+    c.expect(
+        b"GET /hop HTTP/1.1\r\nHost: example.com\r\nConnection: X-Forwarded-For\r\n\
               X-Forwarded-For: 192.0.2.1\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 400, "{resp:?}");
+        400,
+    )
+    .await;
     assert_eq!(up.hits(), 1);
 }
 
@@ -347,10 +339,11 @@ async fn requests_on_one_client_connection_reuse_one_upstream_connection() {
     let mut c = s.connect().await;
     for i in 0..20 {
         let resp = c
-            .roundtrip(format!("GET /n/{i} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(resp.head.status(), 200, "{resp:?}");
+            .expect(
+                format!("GET /n/{i} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes(),
+                200,
+            )
+            .await;
         let echo: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(echo["path"], format!("/n/{i}"));
     }
@@ -371,13 +364,11 @@ async fn successive_client_connections_reuse_the_pooled_upstream_connection() {
         } else {
             ""
         };
-        let resp = c
-            .roundtrip(
-                format!("GET /c/{i} HTTP/1.1\r\nHost: example.com\r\n{close}\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(resp.head.status(), 200, "{resp:?}");
+        c.expect(
+            format!("GET /c/{i} HTTP/1.1\r\nHost: example.com\r\n{close}\r\n").as_bytes(),
+            200,
+        )
+        .await;
     }
     assert_eq!(up.hits(), 10);
     assert_eq!(up.connections(), 1);
@@ -392,11 +383,8 @@ async fn an_upstream_closing_its_idle_connection_is_not_an_error() {
     .await;
     let s = Setup::new(up.addr, &["--threads", "1"]).await;
     let mut c = s.connect().await;
-    let resp = c
-        .roundtrip(b"GET /first HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    c.expect(b"GET /first HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
     eventually(
         PATIENCE,
         "the upstream closed its first connection",
@@ -405,10 +393,8 @@ async fn an_upstream_closing_its_idle_connection_is_not_an_error() {
     .await;
 
     let resp = c
-        .roundtrip(b"GET /second HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(b"GET /second HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
     assert_eq!(text(&resp.body), "/second");
     eventually(
         PATIENCE,
@@ -419,10 +405,11 @@ async fn an_upstream_closing_its_idle_connection_is_not_an_error() {
 
     // A request with a body is never sent twice, so the pool itself must see the close.
     let resp = c
-        .roundtrip(b"POST /third HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\nbody")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(
+            b"POST /third HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\nbody",
+            200,
+        )
+        .await;
     assert_eq!(text(&resp.body), "/third");
 
     let seen = up.seen();
@@ -444,17 +431,12 @@ async fn a_pooled_connection_closed_unanswered_is_retried_only_for_a_safe_reques
     .await;
     let s = Setup::new(up.addr, &["--threads", "1"]).await;
     let mut c = s.connect().await;
-    let resp = c
-        .roundtrip(b"GET /first HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    c.expect(b"GET /first HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
 
     let resp = c
-        .roundtrip(b"GET /again HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(b"GET /again HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
     assert_eq!(text(&resp.body), "/again");
     let places = |target: &str, seen: &[Seen]| -> Vec<(usize, usize)> {
         seen.iter()
@@ -465,11 +447,11 @@ async fn a_pooled_connection_closed_unanswered_is_retried_only_for_a_safe_reques
     // Once on the pooled connection, once on a new one.
     assert_eq!(places("/again", &up.seen()), [(1, 2), (2, 1)]);
 
-    let resp = c
-        .roundtrip(b"POST /post HTTP/1.1\r\nHost: example.com\r\nContent-Length: 7\r\n\r\npayload")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 502, "{resp:?}");
+    c.expect(
+        b"POST /post HTTP/1.1\r\nHost: example.com\r\nContent-Length: 7\r\n\r\npayload",
+        502,
+    )
+    .await;
     // The answer came after any second attempt would have been made: there was none.
     let seen = up.seen();
     assert_eq!(places("/post", &seen), [(2, 2)]);
@@ -559,10 +541,8 @@ async fn chunked_bodies_pass_intact_both_ways() {
 
     // Both connections stayed in step: the next request goes over the same two.
     let resp = c
-        .roundtrip(b"GET /after HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(b"GET /after HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
     assert_eq!(text(&resp.body), "/after");
     upstream.await.unwrap().unwrap();
 }
@@ -577,10 +557,8 @@ async fn http10_without_host_and_head_requests_are_served() {
     // HTTP/1.0 without Host, without keep-alive: answered, then closed.
     let mut c = s.connect().await;
     let resp = c
-        .roundtrip(b"GET /old HTTP/1.0\r\nUser-Agent: raw-test\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(b"GET /old HTTP/1.0\r\nUser-Agent: raw-test\r\n\r\n", 200)
+        .await;
     let echo: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(echo["path"], "/old");
     c.expect_eof().await.unwrap();
@@ -589,13 +567,12 @@ async fn http10_without_host_and_head_requests_are_served() {
     let mut c = s.connect().await;
     for path in ["/ka/1", "/ka/2"] {
         let resp = c
-            .roundtrip(
+            .expect(
                 format!("GET {path} HTTP/1.0\r\nConnection: keep-alive\r\nUser-Agent: raw\r\n\r\n")
                     .as_bytes(),
+                200,
             )
-            .await
-            .unwrap();
-        assert_eq!(resp.head.status(), 200, "{resp:?}");
+            .await;
         let echo: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
         assert_eq!(echo["path"], path);
     }
@@ -603,17 +580,16 @@ async fn http10_without_host_and_head_requests_are_served() {
     // HEAD: the header without a body, and the connection goes on.
     let mut c = s.connect().await;
     let resp = c
-        .roundtrip(b"HEAD /head HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(b"HEAD /head HTTP/1.1\r\nHost: example.com\r\n\r\n", 200)
+        .await;
     assert_eq!(resp.head.get("x-upstream"), Some("old"));
     assert!(c.buffered().is_empty(), "{:?}", text(c.buffered()));
     let resp = c
-        .roundtrip(b"GET /after-head HTTP/1.1\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(
+            b"GET /after-head HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            200,
+        )
+        .await;
     let echo: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(echo["method"], "GET");
     assert_eq!(echo["path"], "/after-head");
@@ -640,18 +616,18 @@ async fn connect_is_405_and_a_malformed_request_line_is_400() {
     let up = Upstream::start("never").await;
     let s = Setup::new(up.addr, NATIVE).await;
     let mut c = s.connect().await;
-    let resp = c
-        .roundtrip(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 405, "{resp:?}");
+    c.expect(
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        405,
+    )
+    .await;
 
     let mut c = s.connect().await;
-    let resp = c
-        .roundtrip(b"this is not an http request line\r\nHost: example.com\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 400, "{resp:?}");
+    c.expect(
+        b"this is not an http request line\r\nHost: example.com\r\n\r\n",
+        400,
+    )
+    .await;
     assert_eq!(up.hits(), 0);
 }
 
@@ -675,10 +651,11 @@ async fn a_close_delimited_response_reaches_the_client_delimited_on_a_kept_conne
     let mut c = s.connect().await;
     for path in ["/one", "/two"] {
         let resp = c
-            .roundtrip(format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(resp.head.status(), 200, "{resp:?}");
+            .expect(
+                format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes(),
+                200,
+            )
+            .await;
         // Delimited by chunks (or a length), so the client's connection outlives the upstream's.
         assert!(
             resp.head.has_token("transfer-encoding", "chunked") || resp.head.has("content-length"),
@@ -755,10 +732,11 @@ async fn an_upstream_connection_the_upstream_said_it_closes_is_not_reused() {
     let mut c = s.connect().await;
     for path in ["/one", "/two", "/three"] {
         let resp = c
-            .roundtrip(format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        assert_eq!(resp.head.status(), 200, "{resp:?}");
+            .expect(
+                format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes(),
+                200,
+            )
+            .await;
         assert_eq!(text(&resp.body), path);
     }
     assert_eq!(up.connections(), 3);
@@ -840,11 +818,11 @@ async fn a_request_with_two_hosts_is_refused() {
     let up = Upstream::start("never").await;
     let s = Setup::new(up.addr, NATIVE).await;
     let mut c = s.connect().await;
-    let resp = c
-        .roundtrip(b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 400, "{resp:?}");
+    c.expect(
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        400,
+    )
+    .await;
     assert_eq!(up.hits(), 0);
 }
 
@@ -1036,18 +1014,18 @@ async fn the_pingora_engine_serves_a_get_and_a_post_with_a_body() {
     let s = Setup::new(up.addr, PINGORA).await;
     let mut c = s.connect().await;
     let resp = c
-        .roundtrip(b"GET /basic?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Kept: 1\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .expect(
+            b"GET /basic?q=1 HTTP/1.1\r\nHost: example.com\r\nX-Kept: 1\r\n\r\n",
+            200,
+        )
+        .await;
     assert_eq!(text(&resp.body), "GET /basic?q=1 ");
     let resp = c
-        .roundtrip(
+        .expect(
             b"POST /submit HTTP/1.1\r\nHost: example.com\r\nContent-Length: 12\r\n\r\nform=payload",
+            200,
         )
-        .await
-        .unwrap();
-    assert_eq!(resp.head.status(), 200, "{resp:?}");
+        .await;
     assert_eq!(text(&resp.body), "POST /submit form=payload");
 
     let seen = up.seen();
