@@ -13,6 +13,7 @@ use bytes::Bytes;
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
+use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::RequestHeader;
 
@@ -42,28 +43,26 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
     }
     let has_body = !ds.is_body_empty();
     let target = gw.upstream(ctx)?;
-    let (mut us, addr, request_sent) = match upstream::with_pool(|p| p.take(target.addr)) {
-        Some(stream) => {
-            let mut us = session(stream, &target);
-            let sent = send_request(gw, ds, &mut us, ctx, has_body).await;
-            match sent {
-                Ok(sent) => (us, target.addr, sent),
-                // The upstream closed the idle connection as it was taken (the pool's liveness
-                // check cannot see a close that is still in flight). As Go's HTTP client does, an
-                // idempotent request without a body is sent again on a new connection.
-                Err(e) if !has_body && is_idempotent(ds.req_header()) && !is_timeout(&e) => {
-                    tracing::debug!(upstream = %target.addr, error = %e, "pooled connection failed; sending again");
-                    let (mut us, addr) = connect(gw, ctx, target).await?;
-                    let sent = send_request(gw, ds, &mut us, ctx, has_body).await?;
-                    (us, addr, sent)
-                }
-                Err(e) => return Err(e),
+    // A pooled connection first. The upstream may have closed it as it was taken (the pool's
+    // liveness check cannot see a close still in flight): as Go's HTTP client does, a request
+    // without a body that is safe to repeat is then sent again on a new connection.
+    let mut sent = None;
+    if let Some(stream) = upstream::with_pool(|p| p.take(target.addr)) {
+        let mut us = session(stream, &target);
+        match send_request(gw, ds, &mut us, ctx, has_body).await {
+            Ok(complete) => sent = Some((us, target.addr, complete)),
+            Err(e) if !has_body && is_idempotent(ds.req_header()) && !is_timeout(&e) => {
+                tracing::debug!(upstream = %target.addr, error = %e, "pooled connection failed; sending again");
             }
+            Err(e) => return Err(e),
         }
+    }
+    let (mut us, addr, request_sent) = match sent {
+        Some(sent) => sent,
         None => {
             let (mut us, addr) = connect(gw, ctx, target).await?;
-            let sent = send_request(gw, ds, &mut us, ctx, has_body).await?;
-            (us, addr, sent)
+            let complete = send_request(gw, ds, &mut us, ctx, has_body).await?;
+            (us, addr, complete)
         }
     };
 
@@ -107,7 +106,7 @@ async fn send_request(
     has_body: bool,
 ) -> Result<bool> {
     let mut req = sanitize::before_filter(ds.req_header())?;
-    if has_body && expects_continue(ds.req_header()) {
+    if has_body && is_expect_continue_req(ds.req_header()) {
         // The gateway answers `Expect: 100-continue` itself (see `forward_request_body`).
         req.remove_header(&http::header::EXPECT);
     }
@@ -126,12 +125,6 @@ async fn send_request(
     us.finish_body().await.map_err(Error::into_up)?;
     read_final_response(us).await?;
     Ok(true)
-}
-
-fn expects_continue(req: &RequestHeader) -> bool {
-    req.headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Go's `isReplayable`: the safe methods, or a request its client marked with an idempotency key.
@@ -185,7 +178,7 @@ async fn forward_request_body(
     us: &mut ClientSession,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    if expects_continue(ds.req_header()) {
+    if is_expect_continue_req(ds.req_header()) {
         ds.write_continue_response()
             .await
             .map_err(Error::into_down)?;
