@@ -243,6 +243,18 @@ impl HeaderList {
         entries.maybe_compact();
     }
 
+    /// Whether `other` is this very list (a clone not edited since), not merely an equal one:
+    /// a constant-time way for a proxy that kept a clone to tell that no plugin edited the list,
+    /// since an edit copies a shared list first.
+    #[inline]
+    pub fn is_same(&self, other: &HeaderList) -> bool {
+        match (&self.entries, &other.entries) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
     /// The entries in order, as `(name, value)`.
     #[inline]
     pub fn iter(&self) -> Iter<'_> {
@@ -323,12 +335,7 @@ impl<'a> IntoIterator for &'a HeaderList {
 /// Equal when the entries are, in order: how each list was edited does not matter.
 impl PartialEq for HeaderList {
     fn eq(&self, other: &Self) -> bool {
-        let same = match (&self.entries, &other.entries) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        };
-        same || (self.len() == other.len() && self.iter().eq(other.iter()))
+        self.is_same(other) || (self.len() == other.len() && self.iter().eq(other.iter()))
     }
 }
 
@@ -548,6 +555,18 @@ mod tests {
 
     fn list(pairs: &[(&str, &str)]) -> HeaderList {
         pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_clone_is_the_same_list_until_either_is_edited() {
+        let a = list(&[("a", "1"), ("b", "2")]);
+        let mut b = a.clone();
+        assert!(b.is_same(&a));
+        b.replace("a", "1");
+        assert!(!b.is_same(&a), "an edit copies a shared list");
+        assert_eq!(b, a, "though the copy may be equal");
+        assert!(!list(&[("a", "1")]).is_same(&list(&[("a", "1")])));
+        assert!(HeaderList::new().is_same(&HeaderList::default()));
     }
 
     fn owned(list: &HeaderList) -> Vec<(Vec<u8>, Vec<u8>)> {

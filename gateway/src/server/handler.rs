@@ -48,6 +48,13 @@ pub struct RequestCtx {
     pub replied: bool,
 }
 
+impl RequestCtx {
+    /// Whether plugins run on this request, and so see its response body.
+    pub fn has_plugins(&self) -> bool {
+        self.wasm.is_some()
+    }
+}
+
 // Pingora requires the CTX to be Send + Sync; keep that a compile-time fact.
 const _: fn() = || {
     fn assert_send_sync<T: Send + Sync>() {}
@@ -497,6 +504,8 @@ async fn run_request_chain(
     let info = Arc::new(stream_info(ds, ctx));
     let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
     let mut headers = filter::request_list(ds.req_header(), scheme, host);
+    // A reference, kept to tell at the end whether a plugin edited the list (see `is_same`).
+    let seen = headers.clone();
     let eos = ds.is_body_empty();
     ctx.wasm = Some(Box::new(ChainRun::new(chain.clone())));
     for link in chain.iter() {
@@ -541,7 +550,9 @@ async fn run_request_chain(
             );
         }
     }
-    filter::apply_request(ds.req_header_mut(), scheme, host, &headers);
+    if !headers.is_same(&seen) {
+        filter::apply_request(ds.req_header_mut(), scheme, host, &headers);
+    }
     if let Some(run) = ctx.wasm.as_mut() {
         run.no_request_body = eos;
     }
@@ -571,6 +582,7 @@ async fn run_response_headers(
     timeout: Duration,
 ) -> Result<()> {
     let mut list = filter::response_list(resp);
+    let seen = list.clone();
     let n = run.streams.len();
     for i in (0..n).rev() {
         let s = &mut run.streams[i];
@@ -592,6 +604,8 @@ async fn run_response_headers(
             return Ok(());
         }
     }
-    filter::apply_response(resp, &list);
+    if !list.is_same(&seen) {
+        filter::apply_response(resp, &list);
+    }
     Ok(())
 }
