@@ -330,6 +330,43 @@ async fn hop_by_hop_and_connection_nominated_fields_are_not_forwarded() {
     assert_eq!(up.hits(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_are_normalized_and_reason_phrases_standard() {
+    let up = RawUpstream::start(|_| {
+        Reply::Send(
+            b"HTTP/1.1 200 Fine Thanks\r\nX-Upstream-Case: w\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
+    })
+    .await;
+    let s = Setup::new(up.addr, NATIVE).await;
+    let mut c = s.connect().await;
+    let resp = c
+        .expect(
+            b"GET /case HTTP/1.1\r\nHost: example.com\r\nX-Client-Case: v\r\n\r\n",
+            200,
+        )
+        .await;
+    let seen = up.seen();
+    let sent = &seen[0].head.fields;
+    assert!(
+        sent.contains(&("x-client-case".into(), "v".into())),
+        "{sent:?}"
+    );
+    // Well-known names are written in their usual capitals by pingora-core, as before.
+    assert!(
+        sent.contains(&("Host".into(), "example.com".into())),
+        "{sent:?}"
+    );
+    let got = &resp.head.fields;
+    assert!(
+        got.contains(&("x-upstream-case".into(), "w".into())),
+        "{got:?}"
+    );
+    assert_eq!(resp.head.line, "HTTP/1.1 200 OK");
+    assert_eq!(resp.body, b"ok");
+}
+
 // === Keep-alive and the upstream pool ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ pub mod precedence;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +64,8 @@ pub struct PortRoutes {
 /// Routes of every port. Immutable once built; a reload builds a new one.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    pub ports: HashMap<u16, PortRoutes>,
+    /// FxHash: looked up on every request, keyed by our own listener ports.
+    pub ports: FxHashMap<u16, PortRoutes>,
 }
 
 /// What a request is routed on.
@@ -92,7 +93,7 @@ impl Rule {
 
 impl RouteTable {
     pub fn from_entries(entries: impl IntoIterator<Item = (u16, Entry)>) -> Self {
-        let mut ports: HashMap<u16, PortRoutes> = HashMap::new();
+        let mut ports: FxHashMap<u16, PortRoutes> = FxHashMap::default();
         for (port, e) in entries {
             ports.entry(port).or_default().entries.push(e);
         }

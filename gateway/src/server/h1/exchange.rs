@@ -15,7 +15,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::{sanitize, upstream};
 use crate::server::handler::{Gateway, RequestCtx, UpstreamTarget};
@@ -66,7 +66,13 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
         }
     };
 
-    let mut resp = Box::new(us.resp_header().expect("read by send_request").clone());
+    // Without pingora's map of header-name case (see `sanitize::without_case`), and with the
+    // standard reason phrase, as Envoy answers.
+    let parts = us
+        .resp_header()
+        .expect("read by send_request")
+        .as_owned_parts();
+    let mut resp = Box::new(ResponseHeader::from(parts));
     let upgrade_req = us.is_upgrade_req();
     sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), upgrade_req)?;
     gw.response_headers(ds, &mut resp, ctx).await?;
@@ -214,6 +220,20 @@ async fn forward_response_body(
     us: &mut ClientSession,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    if let (false, ServerSession::H1(h1)) = (ctx.has_plugins(), &mut *ds) {
+        // No plugin sees the body: it goes from the upstream session's buffer to the downstream
+        // as it is, without the copy into `Bytes` that the plugins' callbacks need.
+        while !us.is_body_done() {
+            match us.read_body_ref().await.map_err(Error::into_up)? {
+                Some(data) => {
+                    h1.write_body(data).await.map_err(Error::into_down)?;
+                }
+                None => break,
+            }
+        }
+        h1.finish_body().await.map_err(Error::into_down)?;
+        return Ok(());
+    }
     loop {
         let mut chunk = if us.is_body_done() {
             None

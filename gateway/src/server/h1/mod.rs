@@ -30,7 +30,12 @@ use crate::limits;
 /// Serves HTTP/1 requests on `stream` until the client or the gateway closes the connection.
 /// A request in progress when `shutdown` turns `true` is finished, without keep-alive.
 pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
-    let mut shutdown = shutdown.clone();
+    // One wait for the shutdown per connection, not per request: each new wait takes the watch's
+    // lock, which every connection of every worker shares. It is only polled by the select below,
+    // which returns as soon as it completes.
+    let mut watch = shutdown.clone();
+    let closing = watch.changed();
+    tokio::pin!(closing);
     let mut ds = ServerSession::new_http1(stream);
     loop {
         if *shutdown.borrow() {
@@ -42,7 +47,7 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
             // Biased: a request already buffered is served before a shutdown closes the connection.
             biased;
             r = ds.read_request() => r,
-            _ = shutdown.changed() => return,
+            _ = &mut closing => return,
         };
         match read {
             Ok(true) => {}
@@ -77,3 +82,4 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
         };
     }
 }
+

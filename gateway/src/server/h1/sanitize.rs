@@ -49,7 +49,7 @@ const HTTP2_SETTINGS: &str = "http2-settings";
 /// `X-Forwarded-Host` or `X-Forwarded-Proto`, or a token that is not an RFC 9110 `token`.
 pub fn before_filter(downstream: &RequestHeader) -> Result<Box<RequestHeader>> {
     let websocket = is_websocket_upgrade(downstream);
-    let mut req = Box::new(downstream.clone());
+    let mut req = Box::new(without_case(downstream)?);
     req.set_version(Version::HTTP_11);
     sanitize(&mut req, websocket).map_err(Error::into_down)?;
     Ok(req)
@@ -180,16 +180,30 @@ fn sanitize(req: &mut RequestHeader, websocket: bool) -> Result<()> {
 
 /// `strip_standard_hop_by_hop_headers` (proxy_common.rs:178).
 fn strip_hop_by_hop(req: &mut RequestHeader) {
-    req.remove_header(KEEP_ALIVE);
-    req.remove_header(PROXY_CONNECTION);
-    req.remove_header(&header::PROXY_AUTHENTICATE);
-    req.remove_header(&header::PROXY_AUTHORIZATION);
-    req.remove_header(&header::TE);
-    req.remove_header(&header::TRAILER);
-    req.remove_header(&header::TRANSFER_ENCODING);
-    req.remove_header(&header::CONNECTION);
-    req.remove_header(&header::UPGRADE);
-    req.remove_header(HTTP2_SETTINGS);
+    // One pass finds the ones present: removing a name costs two hashed lookups (the header map
+    // and pingora's case map) even when it is absent, and most requests carry one of the ten at
+    // most (`Connection`).
+    let mut present = [false; 10];
+    let hop_by_hop: [&str; 10] = [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::PROXY_AUTHENTICATE.as_str(),
+        header::PROXY_AUTHORIZATION.as_str(),
+        header::TE.as_str(),
+        header::TRAILER.as_str(),
+        header::TRANSFER_ENCODING.as_str(),
+        header::CONNECTION.as_str(),
+        header::UPGRADE.as_str(),
+        HTTP2_SETTINGS,
+    ];
+    for name in req.headers.keys() {
+        if let Some(i) = hop_by_hop.iter().position(|h| name.as_str() == *h) {
+            present[i] = true;
+        }
+    }
+    for (name, _) in hop_by_hop.iter().zip(present).filter(|(_, p)| *p) {
+        req.remove_header(*name);
+    }
 }
 
 /// The fields a `Connection` header nominates, in a fixed array so the common request pays no
@@ -312,6 +326,20 @@ fn set_h1_host_from_authority(req: &mut RequestHeader) -> Result<()> {
     let host = http::HeaderValue::from_bytes(authority)
         .or_err(InvalidHTTPHeader, "invalid authority for Host header")?;
     req.insert_header(header::HOST, host)
+}
+
+/// A copy of `downstream` without pingora's map of header-name case: the map is a second header
+/// map that every copy, edit and write of the header pays for again. Names then go upstream as
+/// pingora-core writes them without it, well-known ones capitalized (`Host`, `Content-Length`) and
+/// the rest in lower case; Envoy, which does not keep case either, writes all in lower case. A
+/// target the URI does not reproduce (absolute-form, not UTF-8) is kept as it came.
+fn without_case(downstream: &RequestHeader) -> Result<RequestHeader> {
+    let mut req = RequestHeader::from(downstream.as_owned_parts());
+    if req.raw_path() != downstream.raw_path() {
+        req.set_raw_path(downstream.raw_path())
+            .map_err(Error::into_down)?;
+    }
+    Ok(req)
 }
 
 /// Carries a filter-chosen `Host` into the URI authority or absolute-form target; origin-form
@@ -513,6 +541,29 @@ mod tests {
         let mut request = request_with_uri("https://user@authority.example/test", None);
         let err = set_h1_host_from_authority(&mut request).unwrap_err();
         assert_eq!(err.etype(), &InvalidHTTPHeader);
+    }
+
+    #[test]
+    fn the_upstream_copy_keeps_every_target_but_not_the_header_case() {
+        for target in [
+            &b"/path?q=1"[..],
+            b"*",
+            b"http://client.example/path?q=1",
+            b"http://client.example/\xff",
+            b"/caf\xc3\xa9/\xff",
+        ] {
+            let mut downstream = RequestHeader::build("GET", target, None).unwrap();
+            downstream.append_header("X-Mixed-Case", "v").unwrap();
+            let copy = without_case(&downstream).unwrap();
+            assert_eq!(copy.raw_path(), downstream.raw_path(), "{target:?}");
+            assert_eq!(copy.raw_path_is_utf8(), downstream.raw_path_is_utf8());
+            assert_eq!(copy.uri, downstream.uri);
+            assert_eq!(copy.headers["x-mixed-case"], "v");
+            let mut wire = Vec::new();
+            copy.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8_lossy(&wire);
+            assert!(wire.contains("x-mixed-case: v"), "{wire}");
+        }
     }
 
     #[test]
@@ -944,7 +995,8 @@ mod tests {
         assert_eq!(
             wire,
             // Removing fields reorders the rest (`HeaderMap` swap-removes), as it does in pingora.
-            "POST /up HTTP/1.1\r\nHost: example.com\r\nX-Kept: 1\r\nExpect: 100-continue\r\n\
+            // Names go up without the client's case: well-known ones capitalized, others lower.
+            "POST /up HTTP/1.1\r\nHost: example.com\r\nx-kept: 1\r\nexpect: 100-continue\r\n\
              Transfer-Encoding: chunked\r\n\r\n"
         );
     }

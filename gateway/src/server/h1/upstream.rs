@@ -9,7 +9,7 @@
 //! task, no shared lock and, in the common case, no syscall.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -26,6 +26,7 @@ use pingora_core::protocols::{
     TimingDigest, UniqueID, UniqueIDType,
 };
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -165,7 +166,8 @@ impl UpstreamIo {
 /// driver registered its socket.
 #[derive(Debug)]
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, VecDeque<Idle>>>,
+    // FxHash: the pool is looked up twice per request and its keys are not attacker-chosen.
+    idle: RefCell<FxHashMap<SocketAddr, VecDeque<Idle>>>,
     idle_timeout: Duration,
     per_address: usize,
 }
