@@ -36,7 +36,7 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
     let mut watch = shutdown.clone();
     let closing = watch.changed();
     tokio::pin!(closing);
-    let mut ds = ServerSession::new_http1(stream);
+    let mut ds = session(stream, None);
     loop {
         if *shutdown.borrow() {
             ds.set_keepalive(None);
@@ -72,14 +72,23 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
         ds = match ds.finish().await {
             Ok(Some(reusable)) => {
                 let (stream, pipelined) = reusable.into_parts();
-                let mut next = ServerSession::new_http1(stream);
-                if let (Some(prefix), ServerSession::H1(h1)) = (pipelined, &mut next) {
-                    h1.set_pipelined_prefix(prefix);
-                }
-                next
+                session(stream, pipelined)
             }
             _ => return,
         };
     }
 }
 
+/// A session for the next request on `stream`; `pipelined`: what the last one read past its end.
+fn session(stream: Stream, pipelined: Option<bytes::BytesMut>) -> ServerSession {
+    let mut ds = ServerSession::new_http1(stream);
+    if let ServerSession::H1(h1) = &mut ds {
+        // Requests a client sends before it has its answers are served in order (RFC 9112
+        // §9.3.2), each when the one before is done, rather than dropped with the connection.
+        h1.set_pipelining_enabled(true);
+        if let Some(prefix) = pipelined {
+            h1.set_pipelined_prefix(prefix);
+        }
+    }
+    ds
+}
