@@ -17,6 +17,9 @@ pub struct ChainRun {
     pub replace_body: Option<Bytes>,
     /// The request headers ended the stream: no request-body callbacks (as Envoy).
     pub no_request_body: bool,
+    /// The response-header callbacks ran (or are running) for a response: a reply the gateway
+    /// makes from then on goes out without them (Envoy's `sendDirectLocalReply`).
+    pub response_started: bool,
 }
 
 impl ChainRun {
@@ -27,6 +30,7 @@ impl ChainRun {
             streams: Vec::with_capacity(n),
             replace_body: None,
             no_request_body: false,
+            response_started: false,
         }
     }
 }
@@ -204,39 +208,12 @@ fn sync_headers(h: &mut impl PluginVisible, after: &HeaderList) {
     }
 }
 
-/// The response header of a local reply, after the response-header callbacks of `streams`
-/// (reverse order); returns it with the reply body after their body callbacks.
-pub fn local_reply_response(streams: &mut [Stream], reply: LocalReply) -> (ResponseHeader, Bytes) {
-    let mut list = HeaderList::new();
-    list.push(":status", reply.status.to_string());
+/// A plugin's local reply as a response header and body, before any response callback (the
+/// handler runs those: `send_reply`).
+pub fn local_reply_response(reply: LocalReply) -> (ResponseHeader, Bytes) {
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))
+        .expect("the runtime checks the status");
     for (k, v) in reply.headers.iter() {
-        list.push(k, v);
-    }
-    if !reply.body.is_empty() && list.get("content-type").is_none() {
-        list.push("content-type", "text/plain");
-    }
-    let mut body = Bytes::from(reply.body);
-    for s in streams.iter_mut().rev() {
-        let out = s.on_response_headers(&mut list, body.is_empty());
-        if out.local_reply.is_some() {
-            // A second local reply while sending one: Envoy ignores it too.
-            break;
-        }
-    }
-    if !body.is_empty() {
-        for s in streams.iter_mut().rev() {
-            let out = s.on_response_body(&mut body, true);
-            if out.action == Action::Pause {
-                body = s.take_buffered_response_body();
-            }
-        }
-    }
-    let status = list
-        .get(":status")
-        .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
-        .unwrap_or(reply.status);
-    let mut resp = ResponseHeader::build(status, Some(list.len() + 1)).expect("valid status");
-    for (k, v) in list.iter().filter(|(k, _)| !k.starts_with(b":")) {
         if k.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
@@ -247,8 +224,10 @@ pub fn local_reply_response(streams: &mut [Stream], reply: LocalReply) -> (Respo
             let _ = resp.append_header(k, v);
         }
     }
-    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len());
-    (resp, body)
+    if !reply.body.is_empty() && !resp.headers.contains_key(http::header::CONTENT_TYPE) {
+        let _ = resp.insert_header(http::header::CONTENT_TYPE, "text/plain");
+    }
+    (resp, Bytes::from(reply.body))
 }
 
 /// A deny-all reply: Istio's RBAC filter answer.

@@ -5,7 +5,8 @@
 //! errors) to a status and a short body.
 
 use bytes::Bytes;
-use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::ResponseHeader;
 
 /// No HTTPRoute matched the request.
 pub const NO_ROUTE: ErrorType = ErrorType::new_code("NoRoute", 404);
@@ -51,6 +52,17 @@ fn is_connect(t: &ErrorType) -> bool {
         t,
         ConnectRefused | ConnectNoRoute | ConnectTimedout | ConnectError
     )
+}
+
+/// The response header of an error reply with body `text`: plain text, never cached. Its
+/// `Content-Length` is set when it is sent, after the plugins saw the reply.
+pub fn reply_header(code: u16, text: &str) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(code, Some(3))?;
+    if !text.is_empty() {
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    }
+    resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+    Ok(resp)
 }
 
 /// The body as `Bytes` without copying.

@@ -303,7 +303,7 @@ impl Gateway {
         }
         if let Some(run) = ctx.wasm.as_mut() {
             let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
-            run_response_headers(run, resp, timeout).await?;
+            run_response_headers(run, resp, false, timeout).await?;
         }
         fit_framing(ds, resp);
         Ok(())
@@ -341,30 +341,55 @@ impl Gateway {
     }
 
     /// The one place errors become responses (see [`errors::response_for`]). Returns the status
-    /// written (0: none) and whether the downstream connection may serve another request.
-    pub async fn fail(&self, ds: &mut ServerSession, e: &Error, ctx: &RequestCtx) -> (u16, bool) {
+    /// the client got (0: none) and whether the downstream connection may serve another request.
+    ///
+    /// As Envoy's `sendLocalReply` from its router: the reply goes through the response
+    /// callbacks of the plugins whose request headers ran (see [`send_reply`]), so they can
+    /// decorate a 404, 503 or 504 as any response. Nothing is written after the response header
+    /// went out (Envoy resets the stream then), nor after a plugin's own reply.
+    pub async fn fail(
+        &self,
+        ds: &mut ServerSession,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> (u16, bool) {
         if ctx.replied {
             return (0, false);
         }
-        let (code, body, reuse) = errors::response_for(e);
+        let (code, text, reuse) = errors::response_for(e);
         let route = ctx.rule.as_ref().map_or("", |r| &r.route);
         if code == 404 {
             tracing::debug!(error = %e, "no route");
         } else if code >= 500 {
             tracing::warn!(status = code, route, upstream = ?ctx.upstream, error = %e, "request failed");
         }
-        if code > 0 {
-            let written = if reuse {
-                write_local_reply(ds, code, body).await
-            } else {
-                // Pingora's error writer closes the connection, as after upstream failures.
-                ds.respond_error_with_body(code, errors::body(body)).await
-            };
-            if let Err(we) = written {
-                tracing::debug!(error = %we, "failed to send error response");
-            }
+        if code == 0 {
+            return (0, reuse);
         }
-        (code, reuse)
+        if ds
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational() || r.status == 101)
+        {
+            return (code, false);
+        }
+        if !reuse {
+            // As Pingora's error writer: after an upstream failure the connection is not reused.
+            ds.set_keepalive(None);
+        }
+        let resp = match errors::reply_header(code, text) {
+            Ok(resp) => resp,
+            Err(be) => {
+                tracing::debug!(status = code, error = %be, "no error response for this status");
+                return (0, false);
+            }
+        };
+        if let Err(we) = send_reply(ds, ctx, resp, errors::body(text)).await {
+            tracing::debug!(error = %we, "failed to send error response");
+        }
+        match ds.response_written() {
+            Some(r) => (r.status.as_u16(), reuse),
+            None => (0, false),
+        }
     }
 
     /// The end of a request: the plugins' log callbacks, metrics and the access log.
@@ -443,16 +468,6 @@ fn fit_framing(ds: &mut ServerSession, resp: &mut ResponseHeader) {
     {
         ds.set_keepalive(None);
     }
-}
-
-/// A short text reply that keeps the downstream connection open (Pingora's error writer closes it).
-async fn write_local_reply(ds: &mut ServerSession, code: u16, body: &'static str) -> Result<()> {
-    let mut resp = ResponseHeader::build(code, Some(3))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
-    ds.write_response_header(Box::new(resp)).await?;
-    ds.write_response_body(errors::body(body), true).await
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or the `Host` header.
@@ -559,34 +574,90 @@ async fn run_request_chain(
     Ok(false)
 }
 
-/// Sends a plugin's local reply through the response callbacks of the plugins that ran.
+/// Sends a plugin's local reply (see [`send_reply`]).
 async fn send_local_reply(
     ds: &mut ServerSession,
     ctx: &mut RequestCtx,
     reply: wasmgate_runtime::LocalReply,
 ) -> Result<()> {
+    let (resp, body) = filter::local_reply_response(reply);
+    send_reply(ds, ctx, resp, body).await
+}
+
+/// Sends a response the gateway made itself (an error) or a plugin asked for (a local reply),
+/// as Envoy's `sendLocalReply`: through the response-header callbacks of the plugins whose
+/// request headers ran, in reverse chain order, then their body callbacks. What follows Envoy:
+/// - a plugin that never saw the request headers is not called (cpp-host's `onResponseHeaders`
+///   skips a context that was never created);
+/// - a local reply from a response-header callback (a fail-closed trap's 503 included) replaces
+///   the response, and no plugin sees the new one (`sendDirectLocalReply`);
+/// - once response callbacks ran for a response, a later reply goes out without them;
+/// - a local reply from a body callback comes after Envoy sent the header: the stream is reset
+///   (`Err(PLUGIN_REPLIED)`, nothing written).
+///
+/// `resp` carries everything but the body's length, which is set here from the final body.
+/// Nothing else is written for the request afterwards (`ctx.replied`).
+async fn send_reply(
+    ds: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    mut resp: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
     ctx.replied = true;
-    let streams = ctx
-        .wasm
-        .as_mut()
-        .map_or(&mut [][..], |r| &mut r.streams[..]);
-    let (resp, body) = filter::local_reply_response(streams, reply);
+    let body = run_reply_callbacks(ctx, &mut resp, body).await?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     ds.write_response_header(Box::new(resp)).await?;
     ds.write_response_body(body, true).await
 }
 
-/// Response-header callbacks, in reverse chain order. A local reply here replaces the response.
+/// The plugin part of [`send_reply`]; returns the body to send.
+async fn run_reply_callbacks(
+    ctx: &mut RequestCtx,
+    resp: &mut ResponseHeader,
+    body: Bytes,
+) -> Result<Bytes> {
+    let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
+    let Some(run) = ctx.wasm.as_mut().filter(|r| !r.response_started) else {
+        return Ok(body);
+    };
+    if let Err(e) = run_response_headers(run, resp, body.is_empty(), timeout).await {
+        // A plugin held the reply past the route timeout: the timeout's reply goes out instead.
+        let (code, text, _) = errors::response_for(&e);
+        *resp = errors::reply_header(code, text)?;
+        return Ok(errors::body(text));
+    }
+    if let Some(replaced) = run.replace_body.take() {
+        return Ok(replaced);
+    }
+    if body.is_empty() {
+        return Ok(body);
+    }
+    let mut body = Some(body);
+    if let Some(reply) = filter::body_chunk(run.streams.iter_mut().rev(), &mut body, true, false) {
+        tracing::debug!(
+            status = reply.status,
+            "plugin local reply from the body of a local reply: stream reset"
+        );
+        return Error::e_explain(PLUGIN_REPLIED, "plugin local reply after response headers");
+    }
+    Ok(body.unwrap_or_default())
+}
+
+/// Response-header callbacks, in reverse chain order. A local reply here replaces the response
+/// (its body in `run.replace_body`); no plugin sees it.
 async fn run_response_headers(
     run: &mut ChainRun,
     resp: &mut ResponseHeader,
+    end_of_stream: bool,
     timeout: Duration,
 ) -> Result<()> {
+    run.response_started = true;
     let mut list = filter::response_list(resp);
     let seen = list.clone();
     let n = run.streams.len();
     for i in (0..n).rev() {
         let s = &mut run.streams[i];
-        let mut out = s.on_response_headers(&mut list, false);
+        let mut out = s.on_response_headers(&mut list, end_of_stream);
         if out.local_reply.is_none() && out.action == wasmgate_runtime::Action::Pause {
             out = tokio::time::timeout(timeout, s.resumed())
                 .await
@@ -598,7 +669,8 @@ async fn run_response_headers(
             }
         }
         if let Some(reply) = out.local_reply {
-            let (new, body) = filter::local_reply_response(&mut [], reply);
+            let (mut new, body) = filter::local_reply_response(reply);
+            new.insert_header(http::header::CONTENT_LENGTH, body.len())?;
             *resp = new;
             run.replace_body = Some(body);
             return Ok(());

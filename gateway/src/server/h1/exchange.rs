@@ -26,7 +26,7 @@ pub async fn serve_request(gw: &Gateway, ds: &mut ServerSession) -> bool {
     let mut ctx = gw.new_ctx();
     let reuse = match proxy(gw, ds, &mut ctx).await {
         Ok(reuse) => reuse,
-        Err(e) => gw.fail(ds, &e, &ctx).await.1,
+        Err(e) => gw.fail(ds, &e, &mut ctx).await.1,
     };
     gw.log(ds, &mut ctx);
     reuse
