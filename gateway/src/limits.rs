@@ -4,6 +4,10 @@ use std::time::Duration;
 
 /// Seconds in-flight requests get after SIGTERM/SIGINT (Pingora's own default is 300 s; ours is short).
 pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
+/// Threads of the control runtime's blocking pool: plugin loads (compile, instantiate, canary),
+/// module file reads and cache writes, DNS lookups. Beyond it, blocking work queues rather than
+/// adding threads (see `server::run`); two let a DNS lookup run while a module compiles.
+pub const CONTROL_BLOCKING_THREADS: usize = 2;
 /// Route timeout when an HTTPRoute sets none (Envoy's default route timeout).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often backend names without a Service endpoint list are re-resolved by DNS.

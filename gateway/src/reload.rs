@@ -79,9 +79,10 @@ impl Reloader {
     /// Reads the source, and when anything changed compiles and swaps in the new config.
     pub async fn reload(&mut self) {
         let (snapshot, report) = match &self.source {
-            // Reading a config directory is a handful of small files; block_in_place keeps the
-            // other tasks of this worker moving meanwhile.
-            ConfigSource::Dir(dir) => tokio::task::block_in_place(|| self.store.reload(dir)),
+            // A handful of small files, read on the control thread as the compile below runs
+            // there: not in `block_in_place`, whose hand-off moved the control runtime to another
+            // thread at every reload (see `server::run`).
+            ConfigSource::Dir(dir) => self.store.reload(dir),
             ConfigSource::Embedded(files) => self.store.apply(
                 files
                     .iter()

@@ -55,10 +55,15 @@ pub fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let workers = Workers::start(threads)?;
-    // Multi-threaded with one worker: a reload compiles the config in `block_in_place`, which a
-    // single-threaded runtime does not allow.
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // The control runtime (reloads, plugin loads, admin) runs on this thread, with a capped pool
+    // of blocking threads. Both keep its memory flat across hot swaps: a multi-thread runtime
+    // whose reload ran in `block_in_place` handed its core to another thread at every reload, and
+    // an uncapped blocking pool spawns a thread whenever a blocking task (a plugin load, a module
+    // read) is queued before the previous one's thread is back to idle, which a busy machine makes
+    // likely. Threads seldom idle long enough to exit while swaps go on, so their number (each
+    // with its stack and its own allocator heap, ≈ 0.5 MiB) ratcheted up under load.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(limits::CONTROL_BLOCKING_THREADS)
         .thread_name("wasmgate-control")
         .enable_all()
         .build()
