@@ -54,7 +54,9 @@ pub const PLUGIN_PAUSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
 /// Body of Istio's deny-all RBAC filter, answered with 403 when a FAIL_CLOSE module is unavailable.
 pub const DENY_ALL_BODY: &str = "RBAC: access denied";
-/// At startup, how long readiness waits for plugins still loading (fetch + compile + canary).
+/// At startup, how long the ports stay closed (and readiness waits) for plugins still loading
+/// (fetch + compile + canary); past it they open, and a plugin still loading is skipped until it
+/// is ready, as one added at runtime is.
 pub const STARTUP_PLUGIN_WAIT: Duration = Duration::from_secs(30);
 /// Write buffer of each downstream connection: a response header and a body up to this size leave
 /// in one `send` (see `server/coalesce.rs`). Pingora's own listeners use one MSS (1460 bytes).

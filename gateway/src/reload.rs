@@ -30,6 +30,10 @@ pub enum ConfigSource {
 
 /// Owns the conf store and applies reloads. One reload at a time (callers hold it in a mutex).
 pub struct Reloader {
+    /// Start-up: configurations are compiled but no port opens until the plugins settled (see
+    /// [`Reloader::open_ports`]), as Envoy warms a listener until its filters' configs arrive.
+    /// A port opened earlier would serve requests without the plugins still loading.
+    warming: bool,
     source: ConfigSource,
     store: ConfigStore,
     backends: Arc<Backends>,
@@ -57,6 +61,7 @@ impl Reloader {
     ) -> Self {
         Self {
             source,
+            warming: true,
             store: ConfigStore::new(),
             backends,
             live,
@@ -115,6 +120,12 @@ impl Reloader {
         });
     }
 
+    /// Ends start-up: applies the snapshot in force again, opening its ports.
+    pub async fn open_ports(&mut self) {
+        self.warming = false;
+        self.reapply().await;
+    }
+
     /// Compiles the snapshot in force again: a plugin became ready (or failed) in the background.
     pub async fn reapply(&mut self) {
         if let Some(s) = self.last.clone() {
@@ -132,7 +143,9 @@ impl Reloader {
         let entries = compiled.routes.entry_count();
         // Swap first, then open ports: a new port's routes exist before it accepts a connection.
         self.live.store(Arc::new(compiled));
-        self.listeners.reconcile(&listeners).await;
+        if !self.warming {
+            self.listeners.reconcile(&listeners).await;
+        }
         tracing::info!(
             generation = self.generation,
             routes = entries,

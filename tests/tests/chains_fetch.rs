@@ -213,3 +213,72 @@ async fn a_registry_that_comes_back_heals_the_plugin_in_the_background() {
     })
     .await;
 }
+
+/// At startup no port opens while a plugin is still loading (as Envoy warms a listener until its
+/// filters' configs arrive): a request served then would skip the plugin, an auth bypass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_open_only_once_the_plugins_at_startup_are_loaded() {
+    // A module server that holds its answer until released.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let module = std::fs::read(dist_path("header-append")).expect("module");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let http = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (module, mut released, asked_tx) =
+                (module.clone(), released.clone(), asked_tx.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = asked_tx.send(());
+                let _ = released.wait_for(|r| *r).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    module.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&module).await;
+            });
+        }
+    });
+
+    let up = Upstream::start("a").await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write("services.yaml", &service_yaml("a", 80, &[up.addr]));
+    dir.write("route.yaml", &route());
+    dir.write(
+        "http.yaml",
+        &appender("http", &format!("http://{http}/append.wasm"), ""),
+    );
+    let start = tokio::spawn(async move {
+        let gw = Gateway::start_with(&dir, &[]).await;
+        (gw, dir)
+    });
+    tokio::time::timeout(WAIT, asked.recv())
+        .await
+        .expect("the gateway fetches the module")
+        .expect("asked");
+    // The configuration is compiled and the fetch is held: the port must still be closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the port accepted a connection before the plugin was loaded"
+    );
+    release.send(true).expect("release");
+    let (_gw, _dir) = start.await.expect("gateway started");
+    // Ready: the very first request runs the plugin.
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-http"], "fetched");
+}

@@ -172,14 +172,14 @@ async fn serve(
         shutdown_rx.clone(),
     ));
 
-    // First load: compile, bind, swap; then we are ready.
+    // First load: compile and swap. Plugins load in the background; at startup only, wait for
+    // them (bounded) before any port opens, so no request runs without the configured chains
+    // and "ready" means they run.
     reloader.lock().await.reload().await;
-    // Plugins load in the background; at startup only, wait for them (bounded) so "ready"
-    // means the configured chains run.
     if plugins.loading() {
         plugins.settle(limits::STARTUP_PLUGIN_WAIT).await;
-        reloader.lock().await.reapply().await;
     }
+    reloader.lock().await.open_ports().await;
     ready.store(true, Ordering::Release);
     tracing::info!(
         generation = live.load().generation,
