@@ -27,16 +27,31 @@ fn appender(name: &str, url: &str, extra: &str) -> String {
 
 /// A minimal HTTP/1.1 server answering every request with `body`; returns its address.
 async fn serve_bytes(body: Vec<u8>) -> std::net::SocketAddr {
+    let (_, released) = tokio::sync::watch::channel(true);
+    serve_bytes_when(body, released, None).await
+}
+
+/// [`serve_bytes`], answering only once `released` is `true`; each request read is reported on
+/// `asked` first.
+async fn serve_bytes_when(
+    body: Vec<u8>,
+    released: tokio::sync::watch::Receiver<bool>,
+    asked: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let body = body.clone();
+            let (body, mut released, asked) = (body.clone(), released.clone(), asked.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let _ = s.read(&mut buf).await;
+                if let Some(asked) = asked {
+                    let _ = asked.send(());
+                }
+                let _ = released.wait_for(|r| *r).await;
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
@@ -222,28 +237,7 @@ async fn ports_open_only_once_the_plugins_at_startup_are_loaded() {
     let (release, released) = tokio::sync::watch::channel(false);
     let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel::<()>();
     let module = std::fs::read(dist_path("header-append")).expect("module");
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let http = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let (module, mut released, asked_tx) =
-                (module.clone(), released.clone(), asked_tx.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = asked_tx.send(());
-                let _ = released.wait_for(|r| *r).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    module.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(&module).await;
-            });
-        }
-    });
+    let http = serve_bytes_when(module, released, Some(asked_tx)).await;
 
     let up = Upstream::start("a").await;
     let port = free_port();
