@@ -218,10 +218,23 @@ fn attach_chains(
                         (b.clone(), chain)
                     })
                     .collect();
-                by_backend
-                    .iter()
-                    .any(|(_, c)| !c.is_empty())
-                    .then(|| Arc::new(PortChains { by_backend }))
+                let without_backend = chain::build(
+                    &candidates,
+                    &Target {
+                        port: *port,
+                        gateways: &gateways,
+                        route: Some(&rule.route),
+                        backend: None,
+                    },
+                );
+                (!without_backend.is_empty() || by_backend.iter().any(|(_, c)| !c.is_empty())).then(
+                    || {
+                        Arc::new(PortChains {
+                            by_backend,
+                            without_backend,
+                        })
+                    },
+                )
             })
             .clone();
         entry.chains = chains;

@@ -1,4 +1,5 @@
-//! The gateway's own error replies (404 no route, 503 unreachable backend, 504 route timeout) go
+//! The gateway's own error replies (404 no route, 500 no usable backend, 503 unreachable backend,
+//! 504 route timeout) go
 //! through the response callbacks of the plugins whose request headers ran, as Envoy's local
 //! replies go through its encoder filters: a `header-append` plugin decorates them, on the own
 //! HTTP/1 engine, on `--http1-engine pingora` and on HTTP/2 (h2c). A plugin that never saw the
@@ -51,6 +52,8 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /slow}}]
     timeouts: {request: 300ms}
     backendRefs: [{name: slow, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /drained}}]
+    backendRefs: [{name: up, port: 80, weight: 0}]
 "#;
 
 struct Setup {
@@ -62,7 +65,7 @@ struct Setup {
 }
 
 /// Gateway `gw`; `/up` → an echo upstream, `/down` → an address refusing connections, `/slow` →
-/// an echo upstream with a 300 ms route timeout; nothing else is routed. Plus `plugins`.
+/// an echo upstream with a 300 ms route timeout, `/drained` → no usable backend (weight 0); nothing else is routed. Plus `plugins`.
 async fn setup(plugins: &[(&str, String)], args: &[&str]) -> Setup {
     let port = free_port();
     let dir = ConfigDir::new();
@@ -159,8 +162,17 @@ async fn error_replies_are_decorated(args: &[&str], c: reqwest::Client) {
     assert_eq!((r.status, r.body.as_str()), (504, "upstream timeout\n"));
     assert_eq!(r.headers["x-decorated"], "yes", "504: {:?}", r.headers);
 
+    let r = get(&c, s.port, "/drained", &[]).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.headers["x-decorated"], "yes", "500: {:?}", r.headers);
+
     // Metrics and the access log count what the client got.
-    for (path, status) in [("/nowhere", 404), ("/down", 503), ("/slow", 504)] {
+    for (path, status) in [
+        ("/nowhere", 404),
+        ("/down", 503),
+        ("/slow", 504),
+        ("/drained", 500),
+    ] {
         assert_eq!(access_line(&s.gw, path).await["status"], status, "{path}");
     }
 }
@@ -204,6 +216,12 @@ async fn plugins_that_never_saw_the_request_do_not_see_its_error_reply() {
     // The route's plugin saw the request to /down: it sees the 503 too.
     let r = get(&c, s.port, "/down", &[]).await;
     assert_eq!(r.status, 503);
+    assert_eq!(r.headers["x-routed"], "yes");
+    assert_eq!(r.headers["x-decorated"], "yes");
+
+    // No usable backend: the route's plugins still run before the 500.
+    let r = get(&c, s.port, "/drained", &[]).await;
+    assert_eq!(r.status, 500);
     assert_eq!(r.headers["x-routed"], "yes");
     assert_eq!(r.headers["x-decorated"], "yes");
 

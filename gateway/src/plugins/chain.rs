@@ -22,9 +22,12 @@ pub enum ChainLink {
 pub type Chain = Arc<[ChainLink]>;
 
 /// The chains of one (port, rule): one per backend of the rule (backend selectors and Service
-/// targetRefs make them differ).
+/// targetRefs make them differ), and one for a request the rule has no backend for.
 pub struct PortChains {
     pub by_backend: Vec<(Arc<Backend>, Chain)>,
+    /// The plugins targeting the gateway or the route: they run before the rule's 500, as
+    /// Envoy's filters run before its router answers.
+    pub without_backend: Chain,
 }
 
 impl std::fmt::Debug for PortChains {
@@ -44,6 +47,11 @@ impl PortChains {
             .find(|(x, _)| Arc::ptr_eq(x, b))
             .map(|(_, c)| c)
             .filter(|c| !c.is_empty())
+    }
+
+    /// The chain for a request the rule has no usable backend for.
+    pub fn for_no_backend(&self) -> Option<&Chain> {
+        Some(&self.without_backend).filter(|c| !c.is_empty())
     }
 }
 

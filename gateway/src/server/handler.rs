@@ -145,6 +145,13 @@ impl Gateway {
         let Some(backend) = rule.backends.pick() else {
             let route = rule.route.clone();
             ctx.rule = Some(rule);
+            // The plugins of the gateway and the route still run, and see the 500 as a response.
+            if let Some(chain) = chains.as_ref().and_then(|c| c.for_no_backend()).cloned() {
+                let host = host.to_string();
+                if run_request_chain(ds, ctx, chain, scheme, &host).await? {
+                    return Ok(true);
+                }
+            }
             return Error::e_explain(
                 errors::NO_BACKEND,
                 format!("route {route} has no backend with weight > 0"),
