@@ -237,43 +237,6 @@ stop_target() {
   stop_pid "$TARGET_MAIN" KILL
 }
 
-# --- checks (as bench/run.sh's) -------------------------------------------------------------------
-CHECK_REASON=""
-expect_ok() {
-  local status body
-  status=$(http_probe "$1" "${REQ_HEADERS[@]}")
-  body=$(<"$WORK/probe.body")
-  [[ $status == 200 && $body == ok ]] && return 0
-  body=${body%%$'\n'*}
-  CHECK_REASON="expected 200 ok with credentials, got $status ${body:0:60}"
-  return 1
-}
-
-expect_401_without_credentials() {
-  local status
-  status=$(http_probe "$1" -H "x-test: headers")
-  [[ $status == 401 ]] && return 0
-  CHECK_REASON="expected 401 without credentials, got $status"
-  return 1
-}
-
-verify() {
-  local scenario=$1 url=$2 h
-  case $scenario in
-    nginx-auth | wasmgate-basic-auth) expect_401_without_credentials "$url" && expect_ok "$url" ;;
-    wasmgate-chain5)
-      expect_401_without_credentials "$url" && expect_ok "$url" || return 1
-      for h in x-rate-limit x-bench x-hostcalls x-req-header-count; do
-        if [[ -z $(probe_header "$h") ]]; then
-          CHECK_REASON="plugin chain incomplete: response lacks $h"
-          return 1
-        fi
-      done
-      ;;
-    *) expect_ok "$url" ;;
-  esac
-}
-
 # run_ab N FILE: N keep-alive requests; fails (with the reason in CHECK_REASON) unless all N
 # completed with a 2xx.
 run_ab() {
@@ -385,17 +348,7 @@ done
 stop_pid "$UPSTREAM_MAIN" TERM
 
 # --- report ---------------------------------------------------------------------------------------
-commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-src=(gateway runtime conf fetcher Cargo.toml Cargo.lock)
-if [[ -n ${WASMGATE_COMMIT:-} ]]; then
-  commit="$WASMGATE_COMMIT (given by WASMGATE_COMMIT)"
-elif [[ -n $(git -C "$REPO" status --porcelain -- "${src[@]}" 2>/dev/null) ]]; then
-  commit="$commit (+ uncommitted changes)"
-fi
-src_time=$(git -C "$REPO" log -1 --format=%ct -- "${src[@]}" 2>/dev/null || echo 0)
-if [[ -z ${WASMGATE_COMMIT:-} ]] && ((${src_time:-0} > $(date -r "$WASMGATE_BIN" +%s))); then
-  commit="$commit (the binary predates the last source commit, $(git -C "$REPO" log -1 --format=%h -- "${src[@]}"))"
-fi
+commit=$(describe_commit)
 
 base_nginx=${PER_REQ[nginx-proxy]:-}
 base_gw=${PER_REQ[wasmgate]:-}

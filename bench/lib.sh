@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers of bench/run.sh: templates, processes, /proc accounting, HTTP checks.
+# shellcheck disable=SC2034 # CHECK_REASON is read by the scripts that source this file
+# Helpers of bench/run.sh and bench/instructions.sh: templates, processes, /proc accounting, HTTP checks.
 # Sourced, not run. Every process started here is recorded in BENCH_PIDS and stopped by bench_cleanup.
 
 BENCH_PIDS=()
@@ -145,4 +146,66 @@ seconds_of() {
 now_us() {
   local t=$EPOCHREALTIME
   echo "${t%.*}${t#*.}"
+}
+
+# --- checks: each scenario does what it claims ---------------------------------------------------
+CHECK_REASON=""
+expect_ok() { # URL: a request with the benchmark's headers answers 200 "ok"
+  local status body
+  status=$(http_probe "$1" "${REQ_HEADERS[@]}")
+  body=$(<"$WORK/probe.body")
+  [[ $status == 200 && $body == ok ]] && return 0
+  body=${body%%$'\n'*}
+  CHECK_REASON="expected 200 ok with credentials, got $status ${body:0:60}"
+  return 1
+}
+
+expect_401_without_credentials() {
+  local status
+  status=$(http_probe "$1" -H "x-test: headers")
+  [[ $status == 401 ]] && return 0
+  CHECK_REASON="expected 401 without credentials, got $status"
+  return 1
+}
+
+# verify SCENARIO URL: the scenario does what it claims (auth enforced, plugins' headers present).
+verify() {
+  local scenario=$1 url=$2 h
+  case $scenario in
+    nginx-auth | wasmgate-basic-auth) expect_401_without_credentials "$url" && expect_ok "$url" ;;
+    wasmgate-chain5)
+      expect_401_without_credentials "$url" && expect_ok "$url" || return 1
+      for h in x-rate-limit x-bench x-hostcalls x-req-header-count; do
+        if [[ -z $(probe_header "$h") ]]; then
+          CHECK_REASON="plugin chain incomplete: response lacks $h"
+          return 1
+        fi
+      done
+      ;;
+    wasmgate-hotswap)
+      expect_ok "$url" || return 1
+      [[ $(probe_header x-bench-gen) == 0 ]] && return 0
+      CHECK_REASON="header-append did not add x-bench-gen: 0"
+      return 1
+      ;;
+    *) expect_ok "$url" ;;
+  esac
+}
+
+# describe_commit: the commit $WASMGATE_BIN is taken to be built from, with what makes that
+# uncertain (uncommitted changes, sources newer than the binary). The binary is not rebuilt here.
+describe_commit() {
+  local commit src src_time
+  commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  src=(gateway runtime conf fetcher Cargo.toml Cargo.lock)
+  if [[ -n ${WASMGATE_COMMIT:-} ]]; then
+    commit="$WASMGATE_COMMIT (given by WASMGATE_COMMIT)"
+  elif [[ -n $(git -C "$REPO" status --porcelain -- "${src[@]}" 2>/dev/null) ]]; then
+    commit="$commit (+ uncommitted changes)"
+  fi
+  src_time=$(git -C "$REPO" log -1 --format=%ct -- "${src[@]}" 2>/dev/null || echo 0)
+  if [[ -z ${WASMGATE_COMMIT:-} ]] && ((${src_time:-0} > $(date -r "$WASMGATE_BIN" +%s))); then
+    commit="$commit (the binary predates the last source commit, $(git -C "$REPO" log -1 --format=%h -- "${src[@]}"))"
+  fi
+  echo "$commit"
 }

@@ -171,18 +171,7 @@ mkdir -p "$WORK/home" "$WORK/cache"
   echo "wasmgate=$("$WASMGATE_BIN" --version 2>&1 | head -n1)"
   echo "wasmgate_bin=$WASMGATE_BIN"
   echo "wasmgate_built=$(date -u -r "$WASMGATE_BIN" '+%Y-%m-%d %H:%M UTC')"
-  commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  src=(gateway runtime conf fetcher Cargo.toml Cargo.lock)
-  if [[ -n ${WASMGATE_COMMIT:-} ]]; then
-    commit="$WASMGATE_COMMIT (given by WASMGATE_COMMIT)"
-  elif [[ -n $(git -C "$REPO" status --porcelain -- "${src[@]}" 2>/dev/null) ]]; then
-    commit="$commit (+ uncommitted changes)"
-  fi
-  # The binary is not rebuilt here: say so when the sources changed after it was built.
-  src_time=$(git -C "$REPO" log -1 --format=%ct -- "${src[@]}" 2>/dev/null || echo 0)
-  if [[ -z ${WASMGATE_COMMIT:-} ]] && ((${src_time:-0} > $(date -r "$WASMGATE_BIN" +%s))); then
-    commit="$commit (the binary predates the last source commit, $(git -C "$REPO" log -1 --format=%h -- "${src[@]}"))"
-  fi
+  commit=$(describe_commit)
   echo "commit=$commit"
   echo "profile=$profile"
   echo "duration=$duration"
@@ -265,50 +254,6 @@ run_wrk() {
 record() {
   local line="$*"
   printf '%s\n' "${line//$'\n'/ }" >>"$RESULTS"
-}
-
-# --- checks -------------------------------------------------------------------------------------
-CHECK_REASON=""
-expect_ok() { # URL: a request with the benchmark's headers answers 200 "ok"
-  local status body
-  status=$(http_probe "$1" "${REQ_HEADERS[@]}")
-  body=$(<"$WORK/probe.body")
-  [[ $status == 200 && $body == ok ]] && return 0
-  body=${body%%$'\n'*}
-  CHECK_REASON="expected 200 ok with credentials, got $status ${body:0:60}"
-  return 1
-}
-
-expect_401_without_credentials() {
-  local status
-  status=$(http_probe "$1" -H "x-test: headers")
-  [[ $status == 401 ]] && return 0
-  CHECK_REASON="expected 401 without credentials, got $status"
-  return 1
-}
-
-# verify SCENARIO URL: the scenario does what it claims (auth enforced, plugins' headers present).
-verify() {
-  local scenario=$1 url=$2 h
-  case $scenario in
-    nginx-auth | wasmgate-basic-auth) expect_401_without_credentials "$url" && expect_ok "$url" ;;
-    wasmgate-chain5)
-      expect_401_without_credentials "$url" && expect_ok "$url" || return 1
-      for h in x-rate-limit x-bench x-hostcalls x-req-header-count; do
-        if [[ -z $(probe_header "$h") ]]; then
-          CHECK_REASON="plugin chain incomplete: response lacks $h"
-          return 1
-        fi
-      done
-      ;;
-    wasmgate-hotswap)
-      expect_ok "$url" || return 1
-      [[ $(probe_header x-bench-gen) == 0 ]] && return 0
-      CHECK_REASON="header-append did not add x-bench-gen: 0"
-      return 1
-      ;;
-    *) expect_ok "$url" ;;
-  esac
 }
 
 # Do WasmPlugins run in this build? The Istio basic-auth scenario must deny a request without
