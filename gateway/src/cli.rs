@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// Default upstream timeout for routes without `timeouts`, e.g. `15s`, `500ms`, `0` (none).
     #[arg(long, env = "WASMGATE_UPSTREAM_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+    /// How long a client's HTTP/1 connection may take to send its next request header, counted
+    /// from the end of the previous request (native engine; `--http1-engine pingora` keeps
+    /// pingora's 60 s per read), e.g. `60s`, `5m`.
+    #[arg(long, env = "WASMGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
     /// Seconds between DNS re-resolutions of backend names.
     #[arg(long, env = "WASMGATE_DNS_REFRESH", default_value_t = limits::DEFAULT_DNS_REFRESH_SECS)]
     pub dns_refresh: u64,
@@ -137,6 +142,14 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 }
 
 /// Parses `15s`, `500ms`, `2m`, `1h`, or a bare number of seconds. `0` means no timeout.
+/// [`parse_duration`], refusing zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("duration {s:?} must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -186,6 +199,8 @@ mod tests {
             "json",
             "--upstream-timeout",
             "250ms",
+            "--idle-timeout",
+            "2m",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -195,5 +210,13 @@ mod tests {
         assert_eq!(args.serve.threads, Some(2));
         assert_eq!(args.serve.access_log, AccessLogFormat::Json);
         assert_eq!(args.serve.upstream_timeout, Duration::from_millis(250));
+        assert_eq!(args.serve.idle_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_zero_idle_timeout_is_refused() {
+        let err =
+            Cli::try_parse_from(["wasmgate", "run", "--idle-timeout", "0s"]).expect_err("refused");
+        assert!(err.to_string().contains("must be more than 0"), "{err}");
     }
 }

@@ -30,10 +30,6 @@ pub const RELOAD_WINDOW: Duration = Duration::from_millis(200);
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Rejected versions kept for `/config_dump`.
 pub const MAX_REJECTED_IN_DUMP: usize = 64;
-/// Seconds an idle downstream HTTP/1 connection is kept open for its next request (Pingora's default).
-pub const DOWNSTREAM_KEEPALIVE_SECS: u64 = 60;
-/// A new plain connection that sends nothing for this long is closed (as an idle kept-alive one).
-pub const DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(DOWNSTREAM_KEEPALIVE_SECS);
 /// Idle upstream connections are closed after this long in the pool.
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often each worker closes the idle upstream connections that expired or that the upstream

@@ -1067,3 +1067,59 @@ async fn the_pingora_engine_serves_a_get_and_a_post_with_a_body() {
     assert_eq!(seen[1].head.get("content-length"), Some("12"));
     assert_eq!(text(&seen[1].body), "form=payload");
 }
+
+/// `--idle-timeout` bounds the wait for each request header, from the end of the previous
+/// request: a connection whose requests come more often than that is kept, one that then goes
+/// quiet is closed, and so is one whose next header trickles in a byte at a time, however often
+/// the bytes come (pingora-core's own timeout would restart at every byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timeout_bounds_the_wait_for_each_request_header() {
+    const IDLE: Duration = Duration::from_millis(1500);
+    let up = describing_upstream().await;
+    let s = Setup::new(up.addr, &["--idle-timeout", "1500ms"]).await;
+
+    // Requests every 500 ms for 3 s: one connection throughout, longer than the timeout.
+    let mut c = s.connect().await;
+    for i in 0..6 {
+        let req = format!("GET /steady{i} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        let resp = c.expect(req.as_bytes(), 200).await;
+        assert_eq!(text(&resp.body), format!("GET /steady{i} "));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Then quiet: closed after the timeout, not before half of it.
+    let quiet = std::time::Instant::now();
+    c.expect_eof().await.expect("closed while idle");
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= IDLE / 2,
+        "closed after {waited:?}, before the timeout"
+    );
+
+    // A header trickling in, a byte every 100 ms: closed before it is whole.
+    let mut c = s.connect().await;
+    let header = b"GET /trickle HTTP/1.1\r\nHost: example.com\r\nX-Filler: 0123456789012345678901234567890123456789\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for b in header.chunks(1) {
+        if c.send(b).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The last byte may have gone out before the close was seen: the close still comes, with
+    // no response.
+    if !closed {
+        c.expect_eof()
+            .await
+            .expect("no answer to the trickled header");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(100) * header.len() as u32,
+        "the trickle went on to its end"
+    );
+    assert!(
+        !up.seen().iter().any(|r| r.head.target() == "/trickle"),
+        "the trickled request went upstream"
+    );
+}

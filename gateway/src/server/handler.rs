@@ -30,6 +30,8 @@ pub struct Gateway {
     pub config: SharedConfig,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
+    /// `--idle-timeout`: how long a connection may take to send its next request header.
+    pub idle_timeout: Duration,
 }
 
 /// Per-request state. The config snapshot is taken once when the request starts and kept to the

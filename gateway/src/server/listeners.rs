@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
@@ -277,7 +278,7 @@ async fn serve_connection(
             // h2c needs a look at the first bytes, which only our own engine makes worthwhile:
             // pingora-proxy peeks for itself.
             let h2 = match &shared.http1 {
-                Some(_) => match sniff_h2c(&mut l4).await {
+                Some(gw) => match sniff_h2c(&mut l4, gw.idle_timeout).await {
                     Some(h2) => h2,
                     None => return,
                 },
@@ -322,12 +323,12 @@ async fn serve_connection(
 /// until the bytes differ from the preface (an HTTP/1 request differs at its first byte), so a
 /// request shorter than the preface is not kept waiting, as it is by pingora's own check, which
 /// waits for 24 bytes. What was read is put back for the engine. `None`: the client sent nothing
-/// within the idle timeout, or closed.
-async fn sniff_h2c(l4: &mut L4Stream) -> Option<bool> {
+/// within `idle_timeout` (`--idle-timeout`), or closed.
+async fn sniff_h2c(l4: &mut L4Stream, idle_timeout: Duration) -> Option<bool> {
     const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; PREFACE.len()];
     let mut n = 0;
-    let read = tokio::time::timeout(limits::DOWNSTREAM_IDLE_TIMEOUT, async {
+    let read = tokio::time::timeout(idle_timeout, async {
         while n < PREFACE.len() && buf[..n] == PREFACE[..n] {
             match l4.read(&mut buf[n..]).await {
                 Ok(0) | Err(_) => return false,

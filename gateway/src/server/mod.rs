@@ -102,6 +102,7 @@ async fn serve(
         config: live.clone(),
         metrics: metrics.clone(),
         access_log: args.access_log != AccessLogFormat::Off,
+        idle_timeout: args.idle_timeout,
     };
     let http1 = (args.http1_engine == Http1Engine::Native).then(|| gateway.clone());
     let mut proxy = pingora_proxy::http_proxy(&server_conf, gateway);

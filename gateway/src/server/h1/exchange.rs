@@ -17,6 +17,7 @@ use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::timed::Upstream;
 use super::{sanitize, upstream};
 use crate::server::handler::{Gateway, RequestCtx, UpstreamTarget};
 
@@ -107,7 +108,7 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
 async fn send_request(
     gw: &Gateway,
     ds: &mut ServerSession,
-    us: &mut ClientSession,
+    us: &mut Upstream,
     ctx: &mut RequestCtx,
     has_body: bool,
 ) -> Result<bool> {
@@ -118,7 +119,7 @@ async fn send_request(
     }
     gw.upstream_request(&mut req, ctx)?;
     sanitize::after_filter(&mut req, ds.req_header(), has_body)?;
-    us.write_request_header(req).await.map_err(Error::into_up)?;
+    us.write_request_header(req).await?;
     if has_body && let Err(e) = forward_request_body(gw, ds, us, ctx).await {
         if *e.esource() != ErrorSource::Upstream {
             return Err(e);
@@ -128,7 +129,7 @@ async fn send_request(
             Err(_) => Err(e),
         };
     }
-    us.finish_body().await.map_err(Error::into_up)?;
+    us.finish_body().await?;
     read_final_response(us).await?;
     Ok(true)
 }
@@ -154,7 +155,7 @@ async fn connect(
     gw: &Gateway,
     ctx: &mut RequestCtx,
     mut target: UpstreamTarget,
-) -> Result<(ClientSession, SocketAddr)> {
+) -> Result<(Upstream, SocketAddr)> {
     loop {
         match upstream::connect(target.addr, target.connect_timeout).await {
             Ok(stream) => return Ok((session(stream, &target), target.addr)),
@@ -167,11 +168,9 @@ async fn connect(
     }
 }
 
-fn session(stream: Stream, target: &UpstreamTarget) -> ClientSession {
-    let mut us = ClientSession::new(stream);
-    us.read_timeout = target.io_timeout;
-    us.write_timeout = target.io_timeout;
-    us
+/// Each wait on the upstream is bounded by what remains of the route timeout (see [`Upstream`]).
+fn session(stream: Stream, target: &UpstreamTarget) -> Upstream {
+    Upstream::new(ClientSession::new(stream), target.io_timeout)
 }
 
 /// Streams the request body upstream through the plugins. A client that sent
@@ -181,7 +180,7 @@ fn session(stream: Stream, target: &UpstreamTarget) -> ClientSession {
 async fn forward_request_body(
     gw: &Gateway,
     ds: &mut ServerSession,
-    us: &mut ClientSession,
+    us: &mut Upstream,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     if is_expect_continue_req(ds.req_header()) {
@@ -194,7 +193,7 @@ async fn forward_request_body(
         let end = chunk.is_none() || ds.is_body_done();
         gw.request_body(ds, &mut chunk, end, ctx).await?;
         if let Some(data) = chunk {
-            us.write_body(&data).await.map_err(Error::into_up)?;
+            us.write_body(&data).await?;
         }
         if end {
             return Ok(());
@@ -204,9 +203,9 @@ async fn forward_request_body(
 
 /// Reads the response header. Informational ones (`100 Continue`, `103 Early Hints`) are
 /// skipped: the gateway answered `Expect: 100-continue` itself.
-async fn read_final_response(us: &mut ClientSession) -> Result<()> {
+async fn read_final_response(us: &mut Upstream) -> Result<()> {
     loop {
-        us.read_response().await.map_err(Error::into_up)?;
+        us.read_response().await?;
         let status = us.resp_header().map_or(0, |r| r.status.as_u16());
         if !(100..200).contains(&status) || status == 101 {
             return Ok(());
@@ -217,14 +216,14 @@ async fn read_final_response(us: &mut ClientSession) -> Result<()> {
 async fn forward_response_body(
     gw: &Gateway,
     ds: &mut ServerSession,
-    us: &mut ClientSession,
+    us: &mut Upstream,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     if let (false, ServerSession::H1(h1)) = (ctx.has_plugins(), &mut *ds) {
         // No plugin sees the body: it goes from the upstream session's buffer to the downstream
         // as it is, without the copy into `Bytes` that the plugins' callbacks need.
         while !us.is_body_done() {
-            match us.read_body_ref().await.map_err(Error::into_up)? {
+            match us.read_body_ref().await? {
                 Some(data) => {
                     h1.write_body(data).await.map_err(Error::into_down)?;
                 }
@@ -238,7 +237,7 @@ async fn forward_response_body(
         let mut chunk = if us.is_body_done() {
             None
         } else {
-            us.read_body_bytes().await.map_err(Error::into_up)?
+            us.read_body_bytes().await?
         };
         let end = chunk.is_none() || us.is_body_done();
         gw.response_body(&mut chunk, end, ctx)?;
@@ -252,7 +251,7 @@ async fn forward_response_body(
 }
 
 /// Copies both directions of an upgraded connection until both have ended.
-async fn tunnel(ds: &mut ServerSession, us: &mut ClientSession) -> Result<()> {
+async fn tunnel(ds: &mut ServerSession, us: &mut Upstream) -> Result<()> {
     us.maybe_upgrade_body_writer();
     let (mut down_open, mut up_open) = (true, true);
     while down_open || up_open {
@@ -261,14 +260,14 @@ async fn tunnel(ds: &mut ServerSession, us: &mut ClientSession) -> Result<()> {
         tokio::select! {
             r = ds.read_request_body(), if down_open => match r.map_err(Error::into_down)? {
                 Some(data) => {
-                    us.write_body(&data).await.map_err(Error::into_up)?;
+                    us.write_body(&data).await?;
                 }
                 None => {
                     down_open = false;
-                    us.finish_body().await.map_err(Error::into_up)?;
+                    us.finish_body().await?;
                 }
             },
-            r = us.read_body_bytes(), if up_open => match r.map_err(Error::into_up)? {
+            r = us.read_body_bytes(), if up_open => match r? {
                 Some(data) => ds.write_response_body(data, false).await.map_err(Error::into_down)?,
                 None => {
                     up_open = false;

@@ -13,10 +13,12 @@
 //! - [`exchange`]: one request, from the downstream session to the upstream and back.
 //! - [`sanitize`]: what pingora-proxy does to a request before it goes upstream (hop-by-hop
 //!   fields, `Connection` nominations, WebSocket upgrades, framing), ported.
+//! - [`timed`]: the upstream session, each wait bounded by the route timeout on the worker's timer.
 //! - [`upstream`]: upstream connections and the per-worker idle pool.
 
 mod exchange;
 pub mod sanitize;
+mod timed;
 pub mod upstream;
 
 use pingora_core::protocols::Stream;
@@ -25,7 +27,6 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
 use super::handler::Gateway;
-use crate::limits;
 
 /// Serves HTTP/1 requests on `stream` until the client or the gateway closes the connection.
 /// A request in progress when `shutdown` turns `true` is finished, without keep-alive.
@@ -36,18 +37,39 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
     let mut watch = shutdown.clone();
     let closing = watch.changed();
     tokio::pin!(closing);
+    // The keep-alive timeout: the next request's header must have arrived within
+    // `--idle-timeout` of the end of the previous one (of the connection's start, for the
+    // first). Not pingora-core's: it arms a shared timer for every read that waits (see
+    // `timed.rs`), which on a kept-alive connection is every request, and a header trickling in
+    // a byte per read never expires it. One timer per connection instead, moved on only when it
+    // fires.
+    let idle = tokio::time::sleep(gw.idle_timeout);
+    tokio::pin!(idle);
+    let mut idle_since = tokio::time::Instant::now();
     let mut ds = session(stream, None);
     loop {
-        if *shutdown.borrow() {
-            ds.set_keepalive(None);
-        } else {
-            ds.set_keepalive(Some(limits::DOWNSTREAM_KEEPALIVE_SECS));
-        }
-        let read = tokio::select! {
-            // Biased: a request already buffered is served before a shutdown closes the connection.
-            biased;
-            r = ds.read_request() => r,
-            _ = &mut closing => return,
+        // `Some(0)`: kept alive, with no timeout of pingora-core's own.
+        ds.set_keepalive((!*shutdown.borrow()).then_some(0));
+        let read = {
+            let read = ds.read_request();
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    // Biased: a request already buffered is served before a shutdown closes the
+                    // connection.
+                    biased;
+                    r = &mut read => break r,
+                    _ = &mut closing => return,
+                    _ = &mut idle => {
+                        let deadline = idle_since + gw.idle_timeout;
+                        if tokio::time::Instant::now() >= deadline {
+                            tracing::debug!("keep-alive timeout: no request header in time");
+                            return;
+                        }
+                        idle.as_mut().reset(deadline);
+                    }
+                }
+            }
         };
         match read {
             Ok(true) => {}
@@ -69,6 +91,7 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
             ds.shutdown().await;
             return;
         }
+        idle_since = tokio::time::Instant::now();
         ds = match ds.finish().await {
             Ok(Some(reusable)) => {
                 let (stream, pipelined) = reusable.into_parts();
