@@ -1,23 +1,29 @@
-//! OCI registries through `oci-client` (istio-wasm.md §2.5): resolve the manifest first, decide
-//! the image format from media types, then stream only the layer that holds the module.
+//! OCI registries (istio-wasm.md §2.5): resolve the manifest first, decide the image format
+//! from media types, then stream only the layer that holds the module.
+//!
+//! `oci-client` parses references, resolves manifests and pushes. Its reqwest client is its own
+//! (no resolver or redirect policy can be given to it), so the module's blob, which registries
+//! backed by object storage answer with a redirect, is downloaded here through the guarded
+//! client instead (istio-wasm.md §2.3: every connection of a fetch is checked at dial time).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 
-use oci_client::Client;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
+use oci_client::token_cache::RegistryToken;
+use oci_client::{Client, Reference};
 use tracing::debug;
 
 use crate::auth::fingerprint;
 use crate::error::FetchError;
 use crate::guard::Guard;
 use crate::location::OciLocation;
-use crate::options::FetcherOptions;
-use crate::transport::{error_chain, read_limited, with_retries};
+use crate::options::{FetcherOptions, MAX_TOKEN_RESPONSE};
+use crate::transport::{blocked, error_chain, read_limited, with_retries};
 use crate::unbox::module_from_tar_gz;
 
 pub(crate) const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -55,10 +61,37 @@ pub(crate) struct OciFetcher {
     /// Insecure-listed registries found to speak plain HTTP.
     plain_http: Mutex<HashSet<String>>,
     guard: Guard,
-    /// Guarded HTTP clients (verifying, insecure) for the token-realm probe.
-    probe: (reqwest::Client, reqwest::Client),
-    /// (registry, plain HTTP) whose token realm was checked.
-    realm_checked: Mutex<HashSet<(String, bool)>>,
+    /// Guarded HTTP clients (verifying, insecure): the `/v2/` probe, tokens and blobs.
+    guarded: (reqwest::Client, reqwest::Client),
+    /// (registry, plain HTTP) → its authentication challenge, realm already checked.
+    challenges: Mutex<HashMap<(String, bool), Challenge>>,
+}
+
+/// How a registry asks for credentials on `/v2/` (distribution's token authentication).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Challenge {
+    /// No `WWW-Authenticate`: anonymous access.
+    None,
+    /// Anything but a usable bearer challenge: basic credentials, as oci-client falls back.
+    Basic,
+    /// Ask `realm` for a token.
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// How one attempt reaches the registry (see `OciFetcher::with_client`).
+#[derive(Clone, Copy)]
+struct Transport {
+    plain_http: bool,
+    insecure: bool,
+}
+
+impl Transport {
+    fn scheme(self) -> &'static str {
+        if self.plain_http { "http" } else { "https" }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,7 +124,7 @@ impl OciFetcher {
     pub(crate) fn new(
         ca_pem: &[u8],
         guard: Guard,
-        probe: (reqwest::Client, reqwest::Client),
+        guarded: (reqwest::Client, reqwest::Client),
     ) -> Self {
         let ca = if ca_pem.is_empty() {
             Vec::new()
@@ -106,52 +139,58 @@ impl OciFetcher {
             clients: Mutex::new(HashMap::new()),
             plain_http: Mutex::new(HashSet::new()),
             guard,
-            probe,
-            realm_checked: Mutex::new(HashSet::new()),
+            guarded,
+            challenges: Mutex::new(HashMap::new()),
         }
     }
 
-    /// oci-client follows the registry's `WWW-Authenticate: Bearer realm=…` itself, out of reach
-    /// of our resolver; so, once per registry, ask `/v2/` ourselves (through the guarded client)
-    /// and refuse a realm that is not http(s) or points at a refused address (Istio's SSRF
-    /// guard on token realms).
-    async fn check_realm(
+    fn guarded_client(&self, insecure: bool) -> &reqwest::Client {
+        if insecure {
+            &self.guarded.1
+        } else {
+            &self.guarded.0
+        }
+    }
+
+    /// The registry's authentication challenge, asked once per registry through the guarded
+    /// client. oci-client follows the challenge's `realm` itself, out of reach of our resolver;
+    /// so a realm that is not http(s) or points at a refused address is refused here (Istio's
+    /// SSRF guard on token realms) before oci-client is let near the registry.
+    async fn challenge(
         &self,
         registry: &str,
         plain_http: bool,
         insecure: bool,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Challenge, FetchError> {
         let key = (registry.to_owned(), plain_http);
-        if lock(&self.realm_checked).contains(&key) {
-            return Ok(());
+        if let Some(known) = lock(&self.challenges).get(&key) {
+            return Ok(known.clone());
         }
         let scheme = if plain_http { "http" } else { "https" };
         let url = format!("{scheme}://{registry}/v2/");
-        let client = if insecure {
-            &self.probe.1
-        } else {
-            &self.probe.0
-        };
-        let resp = client
+        let resp = self
+            .guarded_client(insecure)
             .get(&url)
             .send()
             .await
-            .map_err(|e| FetchError::Manifest {
-                reference: registry.to_owned(),
-                status: None,
-                detail: error_chain(&e.without_url()),
+            .map_err(|e| {
+                blocked(&e).unwrap_or_else(|| FetchError::Manifest {
+                    reference: registry.to_owned(),
+                    status: None,
+                    detail: error_chain(&e.without_url()),
+                })
             })?;
-        let realm = resp
+        let challenge = resp
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_realm);
-        if let Some(realm) = realm {
+            .map_or(Challenge::None, parse_challenge);
+        if let Challenge::Bearer { realm, .. } = &challenge {
             let blocked = |reason: String| FetchError::Blocked {
                 url: registry.to_owned(),
                 reason,
             };
-            let parsed = reqwest::Url::parse(&realm)
+            let parsed = reqwest::Url::parse(realm)
                 .map_err(|_| blocked(format!("token realm {realm:?} is not a URL")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(blocked(format!("token realm {realm:?} is not http(s)")));
@@ -159,7 +198,7 @@ impl OciFetcher {
             let host = parsed.host_str().unwrap_or_default();
             let port = parsed.port_or_known_default().unwrap_or(443);
             self.guard
-                .check_host(&realm, host, port)
+                .check_host(realm, host, port)
                 .await
                 .map_err(|e| match e {
                     FetchError::Blocked { reason, .. } => {
@@ -168,8 +207,64 @@ impl OciFetcher {
                     other => other,
                 })?;
         }
-        lock(&self.realm_checked).insert(key);
-        Ok(())
+        lock(&self.challenges).insert(key, challenge.clone());
+        Ok(challenge)
+    }
+
+    /// Adds the registry's credentials to a request for `reference`, running the token flow
+    /// through the guarded client when the registry asks for a bearer token.
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        transport: Transport,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        what: &str,
+    ) -> Result<reqwest::RequestBuilder, FetchError> {
+        if let RegistryAuth::Bearer(token) = auth {
+            return Ok(request.bearer_auth(token));
+        }
+        let registry = reference.resolve_registry();
+        let challenge = self
+            .challenge(registry, transport.plain_http, transport.insecure)
+            .await?;
+        Ok(match (challenge, auth) {
+            (Challenge::None, _) => request,
+            (Challenge::Basic, RegistryAuth::Basic(user, pass)) => {
+                request.basic_auth(user, Some(pass))
+            }
+            (Challenge::Basic, _) => request,
+            (Challenge::Bearer { realm, service }, _) => {
+                let mut query = vec![(
+                    "scope",
+                    format!("repository:{}:pull", reference.repository()),
+                )];
+                if let Some(service) = service {
+                    query.push(("service", service));
+                }
+                let mut ask = self
+                    .guarded_client(transport.insecure)
+                    .get(&realm)
+                    .query(&query);
+                if let RegistryAuth::Basic(user, pass) = auth {
+                    ask = ask.basic_auth(user, Some(pass));
+                }
+                let resp = ask.send().await.map_err(|e| send_error(what, e))?;
+                let status = resp.status();
+                if status != reqwest::StatusCode::OK {
+                    return Err(answer_error(what, status, "the token server"));
+                }
+                let declared = resp.content_length();
+                let body =
+                    read_limited(resp.bytes_stream(), declared, MAX_TOKEN_RESPONSE, what).await?;
+                let token: RegistryToken =
+                    serde_json::from_slice(&body).map_err(|e| FetchError::Auth {
+                        reference: what.to_owned(),
+                        detail: format!("the token server's answer is not a token: {e}"),
+                    })?;
+                request.bearer_auth(token.token())
+            }
+        })
     }
 
     fn client(&self, opts: &FetcherOptions, key: ClientKey) -> Result<Client, FetchError> {
@@ -206,7 +301,7 @@ impl OciFetcher {
         op: F,
     ) -> Result<T, FetchError>
     where
-        F: Fn(Client) -> Fut,
+        F: Fn(Client, Transport) -> Fut,
         Fut: Future<Output = Result<T, FetchError>>,
     {
         let insecure = opts.is_insecure(registry);
@@ -222,8 +317,15 @@ impl OciFetcher {
             let client = self.client(opts, key(plain_http));
             let op = &op;
             async move {
-                self.check_realm(endpoint, plain_http, insecure).await?;
-                op(client?).await
+                self.challenge(endpoint, plain_http, insecure).await?;
+                op(
+                    client?,
+                    Transport {
+                        plain_http,
+                        insecure,
+                    },
+                )
+                .await
             }
         };
         let known_plain = insecure && lock(&self.plain_http).contains(registry);
@@ -251,7 +353,7 @@ impl OciFetcher {
         let shown_owned = loc.reference.whole();
         let shown = shown_owned.as_str();
         with_retries(opts, shown, move || {
-            self.with_client(opts, &loc.registry, auth, move |client| {
+            self.with_client(opts, &loc.registry, auth, move |client, _| {
                 let reference = loc.reference.clone();
                 async move {
                     let manifest_err = |e| manifest_error(shown, e);
@@ -379,31 +481,61 @@ impl OciFetcher {
         }
         let what = what.as_str();
         with_retries(opts, what, move || {
-            self.with_client(opts, &loc.registry, auth, move |client| {
-                let reference = loc.reference.clone();
-                async move {
-                    let stream = client
-                        .pull_blob_stream(&reference, layer)
-                        .await
-                        .map_err(|e| download_error(what, e))?;
-                    let declared = stream.content_length;
-                    let data = read_limited(stream, declared, limit, what).await?;
-                    if data.len() as u64 != layer.size as u64 {
-                        return Err(FetchError::Download {
-                            url: what.to_owned(),
-                            status: None,
-                            detail: format!(
-                                "blob has {} bytes, the manifest says {}",
-                                data.len(),
-                                layer.size
-                            ),
-                        });
-                    }
-                    Ok(data)
-                }
+            self.with_client(opts, &loc.registry, auth, move |_, transport| {
+                self.download_blob(transport, &loc.reference, auth, layer, limit, what)
             })
         })
         .await
+    }
+
+    /// One GET of a blob through the guarded client: every connection, the registry's and each
+    /// redirect's (object storage), is checked by the guard. Credentials go to the registry
+    /// only: reqwest drops `Authorization` on a redirect to another host. The descriptor's
+    /// `urls` (foreign layers) are not followed.
+    async fn download_blob(
+        &self,
+        transport: Transport,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        layer: &OciDescriptor,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, FetchError> {
+        let url = format!(
+            "{}://{}/v2/{}/blobs/{}{}",
+            transport.scheme(),
+            reference.resolve_registry(),
+            reference.repository(),
+            layer.digest,
+            reference
+                .namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default(),
+        );
+        let request = self.guarded_client(transport.insecure).get(&url);
+        let request = self
+            .authorize(request, transport, reference, auth, what)
+            .await?;
+        let resp = request.send().await.map_err(|e| send_error(what, e))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(answer_error(what, status, "the registry"));
+        }
+        let declared = resp.content_length();
+        let data = read_limited(resp.bytes_stream(), declared, limit, what).await?;
+        if data.len() as u64 != layer.size as u64 {
+            return Err(FetchError::Download {
+                url: what.to_owned(),
+                status: None,
+                detail: format!(
+                    "blob has {} bytes, the manifest says {}",
+                    data.len(),
+                    layer.size
+                ),
+            });
+        }
+        verify_digest(&data, &layer.digest, what)?;
+        Ok(data)
     }
 
     /// Pushes `layers` + `config` and a manifest of `manifest_media_type`; returns the manifest
@@ -432,7 +564,7 @@ impl OciFetcher {
                 detail: e.to_string(),
             })?;
         let (image, manifest, content_type) = (&image, &manifest, &content_type);
-        self.with_client(opts, &loc.registry, auth, move |client| {
+        self.with_client(opts, &loc.registry, auth, move |client, _| {
             let reference = loc.reference.clone();
             async move {
                 client
@@ -472,19 +604,87 @@ fn registry_endpoint(registry: &str) -> &str {
     }
 }
 
-/// The `realm` of a `Bearer` challenge.
-fn bearer_realm(challenge: &str) -> Option<String> {
-    let (scheme, params) = challenge.trim().split_once(' ')?;
+/// A `WWW-Authenticate` header as oci-client reads it: a bearer challenge with a realm, else
+/// basic credentials.
+fn parse_challenge(header: &str) -> Challenge {
+    let header = header.trim();
+    let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+        return Challenge::Basic;
     }
-    let start = params.to_ascii_lowercase().find("realm=")? + "realm=".len();
+    match auth_param(params, "realm") {
+        Some(realm) => Challenge::Bearer {
+            realm,
+            service: auth_param(params, "service"),
+        },
+        None => Challenge::Basic,
+    }
+}
+
+/// The value of `name` in a challenge's `k=v, k="v"` list.
+fn auth_param(params: &str, name: &str) -> Option<String> {
+    let lower = params.to_ascii_lowercase();
+    let key = format!("{name}=");
+    let start = lower.match_indices(&key).find_map(|(i, _)| {
+        let before = lower[..i].trim_end();
+        (before.is_empty() || before.ends_with(',')).then_some(i + key.len())
+    })?;
     let rest = &params[start..];
     let value = match rest.strip_prefix('"') {
         Some(quoted) => quoted.split('"').next()?,
         None => rest.split(',').next()?,
     };
     Some(value.trim().to_owned())
+}
+
+/// A request that got no answer: refused by the guard (naming what was refused), or a
+/// transport failure worth retrying.
+fn send_error(what: &str, e: reqwest::Error) -> FetchError {
+    blocked(&e).unwrap_or_else(|| FetchError::Download {
+        url: what.to_owned(),
+        status: None,
+        detail: error_chain(&e.without_url()),
+    })
+}
+
+/// An answer other than 200 from `who` (the registry or its token server).
+fn answer_error(what: &str, status: reqwest::StatusCode, who: &str) -> FetchError {
+    let detail = format!("{who} answered {status}");
+    match status.as_u16() {
+        401 | 403 => FetchError::Auth {
+            reference: what.to_owned(),
+            detail: format!("{detail} (check imagePullSecret or the docker config credentials)"),
+        },
+        code => FetchError::Download {
+            url: what.to_owned(),
+            status: Some(code),
+            detail,
+        },
+    }
+}
+
+/// Checks a blob against its descriptor's digest (`sha256:` or `sha512:`, as oci-client).
+fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<(), FetchError> {
+    use sha2::Digest as _;
+    let actual = match expected.split_once(':') {
+        Some(("sha256", _)) => format!("sha256:{}", hex::encode(sha2::Sha256::digest(data))),
+        Some(("sha512", _)) => format!("sha512:{}", hex::encode(sha2::Sha512::digest(data))),
+        _ => {
+            return Err(FetchError::Download {
+                url: what.to_owned(),
+                status: Some(200),
+                detail: format!("unsupported digest {expected:?}"),
+            });
+        }
+    };
+    if actual != expected {
+        return Err(FetchError::Download {
+            url: what.to_owned(),
+            status: None,
+            detail: format!("blob digest is {actual}, the manifest says {expected}"),
+        });
+    }
+    Ok(())
 }
 
 fn is_transport(e: &FetchError) -> bool {
@@ -555,21 +755,6 @@ fn manifest_error(reference: &str, e: OciDistributionError) -> FetchError {
     }
     FetchError::Manifest {
         reference: reference.to_owned(),
-        status,
-        detail: oci_detail(&e),
-    }
-}
-
-fn download_error(what: &str, e: OciDistributionError) -> FetchError {
-    let (status, auth) = classify(&e);
-    if auth {
-        return FetchError::Auth {
-            reference: what.to_owned(),
-            detail: oci_detail(&e),
-        };
-    }
-    FetchError::Download {
-        url: what.to_owned(),
         status,
         detail: oci_detail(&e),
     }
@@ -657,18 +842,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_bearer_realms() {
+    fn parses_challenges() {
         assert_eq!(
-            bearer_realm(
+            parse_challenge(
                 r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#
-            )
-            .as_deref(),
-            Some("https://auth.docker.io/token")
+            ),
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into())
+            }
         );
         assert_eq!(
-            bearer_realm("bearer service=x,Realm=http://h/t").as_deref(),
-            Some("http://h/t")
+            parse_challenge("bearer service=x, Realm=http://h/t"),
+            Challenge::Bearer {
+                realm: "http://h/t".into(),
+                service: Some("x".into())
+            }
         );
-        assert_eq!(bearer_realm(r#"Basic realm="registry""#), None);
+        // A key inside another parameter's value is not the parameter.
+        assert_eq!(
+            parse_challenge(r#"Bearer service="realm=no",realm="http://h/t""#),
+            Challenge::Bearer {
+                realm: "http://h/t".into(),
+                service: Some("realm=no".into())
+            }
+        );
+        assert_eq!(
+            parse_challenge(r#"Basic realm="registry""#),
+            Challenge::Basic
+        );
+        assert_eq!(parse_challenge("Bearer service=x"), Challenge::Basic);
     }
 }

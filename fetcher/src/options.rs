@@ -11,6 +11,9 @@ use crate::backoff::BackoffConfig;
 /// Istio's `ISTIO_WASM_MAX_BINARY_SIZE_BYTES` default: 256 MiB.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
 
+/// Largest registry token-server answer read (a JSON token; real ones are a few KiB).
+pub(crate) const MAX_TOKEN_RESPONSE: u64 = 1024 * 1024;
+
 /// Where credentials come from when a request carries no pull secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DockerConfigSource {

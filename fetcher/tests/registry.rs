@@ -799,3 +799,121 @@ async fn token_realm_on_a_metadata_address_is_refused() -> anyhow::Result<()> {
     assert!(err.to_string().contains("token realm"), "{err}");
     Ok(())
 }
+
+/// A listener that only counts the connections it accepts: the stand-in for a refused address.
+async fn counting_listener(ip: &str) -> anyhow::Result<(std::net::SocketAddr, CountedTask)> {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    Ok((addr, CountedTask { count, task }))
+}
+
+struct CountedTask {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountedTask {
+    fn connections(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountedTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn blob_redirect_to_a_refused_address_is_blocked_without_connecting() -> anyhow::Result<()> {
+    let reg = Registry::start(RegistrySetup::default())?;
+    // The refused address is a loopback one we listen on, blocked by configuration, so a
+    // connection the guard failed to stop would be seen.
+    let (refused, listener) = counting_listener("127.0.0.2").await?;
+    let front =
+        TokenRegistry::start_redirecting_blobs(&reg, "bob", "pw", format!("http://{refused}"))
+            .await;
+    let cache = tempfile::tempdir()?;
+    let mut opts = options(cache.path());
+    opts.insecure_registries = vec![reg.host(), front.host()];
+    opts.blocked_cidrs = vec!["127.0.0.2/32".parse()?];
+    let (f, metrics) = fetcher(opts);
+    let m = module("redirected");
+    f.push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
+        .await?;
+
+    let mut r = req(front.url("tok/m:v1"));
+    r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
+    let err = f.fetch(&r).await.unwrap_err();
+    let FetchError::Blocked { url, reason } = &err else {
+        panic!("want Blocked, got {err}");
+    };
+    assert!(
+        url.starts_with(&format!("http://{refused}/v2/tok/m/blobs/sha256:")),
+        "{err}"
+    );
+    assert!(reason.contains("127.0.0.2/32"), "{err}");
+    assert_eq!(listener.connections(), 0, "the refused address was dialled");
+    // Refused is final: one blob request, no retries.
+    assert_eq!(
+        front
+            .blob_requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        metric(&metrics, "istio_agent_wasm_cache_entries", None),
+        0.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn blob_redirect_to_allowed_storage_is_followed_and_verified() -> anyhow::Result<()> {
+    let reg = Registry::start(RegistrySetup::default())?;
+    let m = module("stored elsewhere");
+    let layer_path = format!("/v2/tok/m/blobs/sha256:{}", sha256_hex(&m));
+    // "Object storage": answers the blob path with corrupted bytes of the right length twice
+    // (one fetch and its retry), then with the module.
+    let (good, mut bad) = (m.clone(), m.clone());
+    *bad.last_mut().unwrap() ^= 1;
+    let storage = HttpServer::start(vec![(
+        layer_path.as_str(),
+        route(move |n| Reply::ok(if n < 2 { bad.clone() } else { good.clone() })),
+    )])
+    .await;
+    let front = TokenRegistry::start_redirecting_blobs(&reg, "bob", "pw", storage.url("")).await;
+    let cache = tempfile::tempdir()?;
+    let mut opts = options(cache.path());
+    opts.insecure_registries = vec![reg.host(), front.host()];
+    opts.blocked_cidrs = vec!["127.0.0.2/32".parse()?];
+    opts.max_attempts = 2;
+    let (f, metrics) = fetcher(opts);
+    f.push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
+        .await?;
+    let mut r = req(front.url("tok/m:v1"));
+    r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
+
+    // Bytes that do not match the manifest's digest: refused after the retry, not cached.
+    let err = f.fetch(&r).await.unwrap_err();
+    assert!(matches!(err, FetchError::Download { .. }), "{err}");
+    assert!(err.to_string().contains("digest"), "{err}");
+    assert_eq!(storage.hits(&layer_path), 2);
+    assert_eq!(
+        metric(&metrics, "istio_agent_wasm_cache_entries", None),
+        0.0
+    );
+
+    let got = f.fetch(&r).await?;
+    assert_eq!(&*got.bytes, &m[..]);
+    assert_eq!(storage.hits(&layer_path), 3);
+    Ok(())
+}
