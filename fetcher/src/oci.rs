@@ -1,28 +1,35 @@
 //! OCI registries (istio-wasm.md §2.5): resolve the manifest first, decide the image format
 //! from media types, then stream only the layer that holds the module.
 //!
-//! `oci-client` parses references, resolves manifests and pushes. Its reqwest client is its own
-//! (no resolver or redirect policy can be given to it), so the module's blob, which registries
-//! backed by object storage answer with a redirect, is downloaded here through the guarded
-//! client instead (istio-wasm.md §2.3: every connection of a fetch is checked at dial time).
+//! Every request of a pull (the `/v2/` probe, the token, the manifests, the blob and each
+//! redirect, e.g. a blob's to object storage) goes through the guarded reqwest client, so the
+//! guard checks every connection at dial time (istio-wasm.md §2.3). `oci-client` gives the
+//! reference parser, the manifest types and the push (`wasmgate push`, run by the operator): its
+//! own reqwest client takes no resolver or redirect policy, so it makes no request of a fetch.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::errors::{DigestError, OciDistributionError, OciEnvelope, OciErrorCode};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, ImageIndexEntry,
+    OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest, OciManifest,
+};
 use oci_client::secrets::RegistryAuth;
-use oci_client::token_cache::RegistryToken;
 use oci_client::{Client, Reference};
+use serde::Deserialize;
 use tracing::debug;
 
 use crate::auth::fingerprint;
 use crate::error::FetchError;
 use crate::guard::Guard;
 use crate::location::OciLocation;
-use crate::options::{FetcherOptions, MAX_TOKEN_RESPONSE};
+use crate::options::{
+    DEFAULT_TOKEN_LIFETIME, FetcherOptions, MAX_ERROR_BODY, MAX_MANIFEST_SIZE, MAX_TOKEN_RESPONSE,
+};
 use crate::transport::{blocked, error_chain, read_limited, with_retries};
 use crate::unbox::module_from_tar_gz;
 
@@ -35,6 +42,14 @@ pub(crate) const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+
 /// `WASM_LAYER_MEDIA_TYPE`, which is the CNCF wasm type.
 pub(crate) const WASM_LAYER: &str = "application/vnd.module.wasm.content.layer.v1+wasm";
 pub(crate) const WASM_CONFIG: &str = "application/vnd.module.wasm.config.v1+json";
+
+/// The manifest kinds a pull accepts (oci-client's list).
+const MANIFEST_TYPES: [&str; 4] = [
+    IMAGE_MANIFEST_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+];
 
 /// The manifest a reference resolved to.
 pub(crate) struct Resolved {
@@ -65,6 +80,71 @@ pub(crate) struct OciFetcher {
     guarded: (reqwest::Client, reqwest::Client),
     /// (registry, plain HTTP) → its authentication challenge, realm already checked.
     challenges: Mutex<HashMap<(String, bool), Challenge>>,
+    /// Pull tokens and when to stop using them.
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct TokenKey {
+    registry: String,
+    repository: String,
+    /// [`fingerprint`] of the credential the token was issued for.
+    auth: String,
+}
+
+/// A token server's answer (Docker token authentication spec).
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+/// The start of a manifest, checked before it is parsed (as oci-client does).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Versioned {
+    schema_version: i32,
+    media_type: Option<String>,
+}
+
+/// Which request of a pull failed: decides the error's variant (and so Istio's metric label).
+#[derive(Clone, Copy)]
+enum Stage {
+    Manifest,
+    Blob,
+}
+
+impl Stage {
+    /// No answer, or a body that broke off: worth retrying.
+    fn transport(self, what: &str, detail: String) -> FetchError {
+        match self {
+            Stage::Manifest => FetchError::Manifest {
+                reference: what.to_owned(),
+                status: None,
+                detail,
+            },
+            Stage::Blob => FetchError::Download {
+                url: what.to_owned(),
+                status: None,
+                detail,
+            },
+        }
+    }
+
+    /// A failure the registry reported, classified as oci-client's errors are.
+    fn registry(self, what: &str, e: OciDistributionError) -> FetchError {
+        match self {
+            Stage::Manifest => manifest_error(what, e),
+            Stage::Blob => download_error(what, e),
+        }
+    }
+
+    /// A request that got no answer: refused by the guard (naming what it refused), or a
+    /// transport failure.
+    fn send_error(self, what: &str, e: reqwest::Error) -> FetchError {
+        blocked(&e).unwrap_or_else(|| self.transport(what, error_chain(&e.without_url())))
+    }
 }
 
 /// How a registry asks for credentials on `/v2/` (distribution's token authentication).
@@ -141,6 +221,7 @@ impl OciFetcher {
             guard,
             guarded,
             challenges: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
         }
     }
 
@@ -153,9 +234,9 @@ impl OciFetcher {
     }
 
     /// The registry's authentication challenge, asked once per registry through the guarded
-    /// client. oci-client follows the challenge's `realm` itself, out of reach of our resolver;
-    /// so a realm that is not http(s) or points at a refused address is refused here (Istio's
-    /// SSRF guard on token realms) before oci-client is let near the registry.
+    /// client. A realm that is not http(s) or points at a refused address is refused here
+    /// (Istio's SSRF guard on token realms), before any token request, ours or oci-client's
+    /// when pushing.
     async fn challenge(
         &self,
         registry: &str,
@@ -211,60 +292,130 @@ impl OciFetcher {
         Ok(challenge)
     }
 
-    /// Adds the registry's credentials to a request for `reference`, running the token flow
-    /// through the guarded client when the registry asks for a bearer token.
-    async fn authorize(
+    /// GETs `url` of `reference`'s repository with the registry's credentials. A cached token
+    /// the registry no longer accepts (401) is replaced once.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
         &self,
-        request: reqwest::RequestBuilder,
+        stage: Stage,
         transport: Transport,
         reference: &Reference,
         auth: &RegistryAuth,
         what: &str,
-    ) -> Result<reqwest::RequestBuilder, FetchError> {
+        url: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, FetchError> {
+        let client = self.guarded_client(transport.insecure);
+        let request = || {
+            let r = client.get(url);
+            match accept {
+                Some(a) => r.header(reqwest::header::ACCEPT, a),
+                None => r,
+            }
+        };
+        let (authorized, cached) = self
+            .authorize(request(), stage, transport, reference, auth, what)
+            .await?;
+        let resp = authorized
+            .send()
+            .await
+            .map_err(|e| stage.send_error(what, e))?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED || !cached {
+            return Ok(resp);
+        }
+        lock(&self.tokens).remove(&token_key(reference, auth));
+        let (authorized, _) = self
+            .authorize(request(), stage, transport, reference, auth, what)
+            .await?;
+        authorized
+            .send()
+            .await
+            .map_err(|e| stage.send_error(what, e))
+    }
+
+    /// Adds the registry's credentials to a request for `reference`, as oci-client would: a
+    /// given bearer token as is; basic credentials when the registry asks for basic; else a
+    /// pull token from the challenge's realm (cached until shortly before it expires). Also
+    /// says whether the token came from the cache.
+    async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+        stage: Stage,
+        transport: Transport,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        what: &str,
+    ) -> Result<(reqwest::RequestBuilder, bool), FetchError> {
         if let RegistryAuth::Bearer(token) = auth {
-            return Ok(request.bearer_auth(token));
+            return Ok((request.bearer_auth(token), false));
         }
         let registry = reference.resolve_registry();
         let challenge = self
             .challenge(registry, transport.plain_http, transport.insecure)
             .await?;
-        Ok(match (challenge, auth) {
-            (Challenge::None, _) => request,
+        let (realm, service) = match (challenge, auth) {
             (Challenge::Basic, RegistryAuth::Basic(user, pass)) => {
-                request.basic_auth(user, Some(pass))
+                return Ok((request.basic_auth(user, Some(pass)), false));
             }
-            (Challenge::Basic, _) => request,
-            (Challenge::Bearer { realm, service }, _) => {
-                let mut query = vec![(
-                    "scope",
-                    format!("repository:{}:pull", reference.repository()),
-                )];
-                if let Some(service) = service {
-                    query.push(("service", service));
+            (Challenge::None | Challenge::Basic, _) => return Ok((request, false)),
+            (Challenge::Bearer { realm, service }, _) => (realm, service),
+        };
+        let key = token_key(reference, auth);
+        let cached = lock(&self.tokens)
+            .get(&key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(token, _)| token.clone());
+        if let Some(token) = cached {
+            return Ok((request.bearer_auth(token), true));
+        }
+        let mut query = vec![(
+            "scope",
+            format!("repository:{}:pull", reference.repository()),
+        )];
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let mut ask = self
+            .guarded_client(transport.insecure)
+            .get(&realm)
+            .query(&query);
+        if let RegistryAuth::Basic(user, pass) = auth {
+            ask = ask.basic_auth(user, Some(pass));
+        }
+        let resp = ask.send().await.map_err(|e| stage.send_error(what, e))?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            let detail = format!("the token server answered {status}");
+            let e = if status.is_server_error() {
+                OciDistributionError::ServerError {
+                    code: status.as_u16(),
+                    url: realm,
+                    message: detail,
                 }
-                let mut ask = self
-                    .guarded_client(transport.insecure)
-                    .get(&realm)
-                    .query(&query);
-                if let RegistryAuth::Basic(user, pass) = auth {
-                    ask = ask.basic_auth(user, Some(pass));
-                }
-                let resp = ask.send().await.map_err(|e| send_error(what, e))?;
-                let status = resp.status();
-                if status != reqwest::StatusCode::OK {
-                    return Err(answer_error(what, status, "the token server"));
-                }
-                let declared = resp.content_length();
-                let body =
-                    read_limited(resp.bytes_stream(), declared, MAX_TOKEN_RESPONSE, what).await?;
-                let token: RegistryToken =
-                    serde_json::from_slice(&body).map_err(|e| FetchError::Auth {
-                        reference: what.to_owned(),
-                        detail: format!("the token server's answer is not a token: {e}"),
-                    })?;
-                request.bearer_auth(token.token())
-            }
-        })
+            } else {
+                OciDistributionError::AuthenticationFailure(detail)
+            };
+            return Err(stage.registry(what, e));
+        }
+        let body = read_body(stage, resp, MAX_TOKEN_RESPONSE, what).await?;
+        let not_a_token = |detail: String| FetchError::Auth {
+            reference: what.to_owned(),
+            detail: format!("the token server's answer is not a token: {detail}"),
+        };
+        let answer: TokenAnswer =
+            serde_json::from_slice(&body).map_err(|e| not_a_token(e.to_string()))?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| not_a_token("no token".to_owned()))?;
+        // Stop using it a little early: a token that expires in flight costs a failed request.
+        let lifetime = answer
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs)
+            .mul_f64(0.9);
+        lock(&self.tokens).insert(key, (token.clone(), Instant::now() + lifetime));
+        Ok((request.bearer_auth(token), false))
     }
 
     fn client(&self, opts: &FetcherOptions, key: ClientKey) -> Result<Client, FetchError> {
@@ -290,41 +441,30 @@ impl OciFetcher {
         Ok(client)
     }
 
-    /// Runs `op` with a client for the registry. For an insecure-listed registry that does not
+    /// Runs `op` with how to reach the registry. For an insecure-listed registry that does not
     /// speak TLS, falls back to plain HTTP once and remembers it (Istio's `name.Insecure` retry,
     /// but only for listed registries).
-    async fn with_client<T, F, Fut>(
+    async fn with_registry<T, F, Fut>(
         &self,
         opts: &FetcherOptions,
         registry: &str,
-        auth: &RegistryAuth,
         op: F,
     ) -> Result<T, FetchError>
     where
-        F: Fn(Client, Transport) -> Fut,
+        F: Fn(Transport) -> Fut,
         Fut: Future<Output = Result<T, FetchError>>,
     {
         let insecure = opts.is_insecure(registry);
-        // The host oci-client talks to (`docker.io` becomes `index.docker.io`).
+        // The host requests go to (`docker.io` becomes `index.docker.io`).
         let endpoint = registry_endpoint(registry);
-        let key = |plain_http| ClientKey {
-            registry: registry.to_owned(),
-            plain_http,
-            insecure,
-            auth: fingerprint(auth),
-        };
         let attempt = |plain_http: bool| {
-            let client = self.client(opts, key(plain_http));
             let op = &op;
             async move {
                 self.challenge(endpoint, plain_http, insecure).await?;
-                op(
-                    client?,
-                    Transport {
-                        plain_http,
-                        insecure,
-                    },
-                )
+                op(Transport {
+                    plain_http,
+                    insecure,
+                })
                 .await
             }
         };
@@ -353,50 +493,111 @@ impl OciFetcher {
         let shown_owned = loc.reference.whole();
         let shown = shown_owned.as_str();
         with_retries(opts, shown, move || {
-            self.with_client(opts, &loc.registry, auth, move |client, _| {
-                let reference = loc.reference.clone();
-                async move {
-                    let manifest_err = |e| manifest_error(shown, e);
-                    let (manifest, digest) = client
-                        .pull_manifest(&reference, auth)
-                        .await
-                        .map_err(manifest_err)?;
-                    match manifest {
-                        OciManifest::Image(m) => Ok(Resolved {
+            self.with_registry(opts, &loc.registry, move |transport| async move {
+                let reference = &loc.reference;
+                let (manifest, digest) = self.manifest(transport, reference, auth, shown).await?;
+                let index = match manifest {
+                    OciManifest::Image(m) => {
+                        return Ok(Resolved {
                             manifest: m,
                             digest,
                             index_digest: None,
-                        }),
-                        OciManifest::ImageIndex(index) => {
-                            let chosen = pick_platform(&index.manifests).ok_or_else(|| {
-                                FetchError::Manifest {
-                                    reference: shown.to_owned(),
-                                    status: Some(200),
-                                    detail: "the image index lists no manifests".to_owned(),
-                                }
-                            })?;
-                            let (inner, inner_digest) = client
-                                .pull_manifest(&reference.clone_with_digest(chosen), auth)
-                                .await
-                                .map_err(manifest_err)?;
-                            match inner {
-                                OciManifest::Image(m) => Ok(Resolved {
-                                    manifest: m,
-                                    digest: inner_digest,
-                                    index_digest: Some(digest),
-                                }),
-                                OciManifest::ImageIndex(_) => Err(FetchError::Manifest {
-                                    reference: shown.to_owned(),
-                                    status: Some(200),
-                                    detail: "nested image indexes are not supported".to_owned(),
-                                }),
-                            }
-                        }
+                        });
                     }
+                    OciManifest::ImageIndex(index) => index,
+                };
+                let chosen =
+                    pick_platform(&index.manifests).ok_or_else(|| FetchError::Manifest {
+                        reference: shown.to_owned(),
+                        status: Some(200),
+                        detail: "the image index lists no manifests".to_owned(),
+                    })?;
+                let inner_reference = reference.clone_with_digest(chosen);
+                let (inner, inner_digest) = self
+                    .manifest(transport, &inner_reference, auth, shown)
+                    .await?;
+                match inner {
+                    OciManifest::Image(m) => Ok(Resolved {
+                        manifest: m,
+                        digest: inner_digest,
+                        index_digest: Some(digest),
+                    }),
+                    OciManifest::ImageIndex(_) => Err(FetchError::Manifest {
+                        reference: shown.to_owned(),
+                        status: Some(200),
+                        detail: "nested image indexes are not supported".to_owned(),
+                    }),
                 }
             })
         })
         .await
+    }
+
+    /// One GET of a manifest, checked as oci-client checks it: against the reference's digest
+    /// and the `Docker-Content-Digest` header, schema version 2 and a known media type. Returns
+    /// the manifest and its digest.
+    async fn manifest(
+        &self,
+        transport: Transport,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        shown: &str,
+    ) -> Result<(OciManifest, String), FetchError> {
+        let stage = Stage::Manifest;
+        let tag = reference.digest().or(reference.tag()).unwrap_or("latest");
+        let url = v2_url(transport, reference, &format!("manifests/{tag}"));
+        let accept = MANIFEST_TYPES.join(", ");
+        let resp = self
+            .send(
+                stage,
+                transport,
+                reference,
+                auth,
+                shown,
+                &url,
+                Some(&accept),
+            )
+            .await?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::OK {
+            let body = error_body(resp).await;
+            return Err(stage.registry(shown, registry_answer(status, &body, &url)));
+        }
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned);
+        let body = read_body(stage, resp, MAX_MANIFEST_SIZE, shown).await?;
+        // The header, when present, is the canonical digest (oci-client's `validate_digest`).
+        let mut digest = None;
+        for expected in [reference.digest(), header_digest.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            check_digest(&body, expected).map_err(|e| stage.registry(shown, e))?;
+            digest = Some(expected.to_owned());
+        }
+        let digest = digest.unwrap_or_else(|| crate::cache::sha256_prefixed(&body));
+        let unusable = |e| stage.registry(shown, e);
+        let versioned: Versioned = serde_json::from_slice(&body)
+            .map_err(|e| unusable(OciDistributionError::VersionedParsingError(e.to_string())))?;
+        if versioned.schema_version != 2 {
+            return Err(unusable(
+                OciDistributionError::UnsupportedSchemaVersionError(versioned.schema_version),
+            ));
+        }
+        if let Some(media_type) = versioned.media_type
+            && !MANIFEST_TYPES.contains(&media_type.as_str())
+        {
+            return Err(unusable(OciDistributionError::UnsupportedMediaTypeError(
+                media_type,
+            )));
+        }
+        let manifest = serde_json::from_slice(&body)
+            .map_err(|e| unusable(OciDistributionError::ManifestParsingError(e.to_string())))?;
+        Ok((manifest, digest))
     }
 
     /// Downloads the layer holding the module and extracts it, per Istio's format order:
@@ -481,7 +682,7 @@ impl OciFetcher {
         }
         let what = what.as_str();
         with_retries(opts, what, move || {
-            self.with_client(opts, &loc.registry, auth, move |_, transport| {
+            self.with_registry(opts, &loc.registry, move |transport| {
                 self.download_blob(transport, &loc.reference, auth, layer, limit, what)
             })
         })
@@ -501,25 +702,15 @@ impl OciFetcher {
         limit: u64,
         what: &str,
     ) -> Result<Vec<u8>, FetchError> {
-        let url = format!(
-            "{}://{}/v2/{}/blobs/{}{}",
-            transport.scheme(),
-            reference.resolve_registry(),
-            reference.repository(),
-            layer.digest,
-            reference
-                .namespace()
-                .map(|ns| format!("?ns={ns}"))
-                .unwrap_or_default(),
-        );
-        let request = self.guarded_client(transport.insecure).get(&url);
-        let request = self
-            .authorize(request, transport, reference, auth, what)
+        let stage = Stage::Blob;
+        let url = v2_url(transport, reference, &format!("blobs/{}", layer.digest));
+        let resp = self
+            .send(stage, transport, reference, auth, what, &url, None)
             .await?;
-        let resp = request.send().await.map_err(|e| send_error(what, e))?;
         let status = resp.status();
         if status != reqwest::StatusCode::OK {
-            return Err(answer_error(what, status, "the registry"));
+            let body = error_body(resp).await;
+            return Err(stage.registry(what, registry_answer(status, &body, &url)));
         }
         let declared = resp.content_length();
         let data = read_limited(resp.bytes_stream(), declared, limit, what).await?;
@@ -534,7 +725,7 @@ impl OciFetcher {
                 ),
             });
         }
-        verify_digest(&data, &layer.digest, what)?;
+        check_digest(&data, &layer.digest).map_err(|e| stage.registry(what, e))?;
         Ok(data)
     }
 
@@ -564,9 +755,20 @@ impl OciFetcher {
                 detail: e.to_string(),
             })?;
         let (image, manifest, content_type) = (&image, &manifest, &content_type);
-        self.with_client(opts, &loc.registry, auth, move |client, _| {
+        let insecure = opts.is_insecure(&loc.registry);
+        self.with_registry(opts, &loc.registry, move |transport| {
             let reference = loc.reference.clone();
+            let client = self.client(
+                opts,
+                ClientKey {
+                    registry: loc.registry.clone(),
+                    plain_http: transport.plain_http,
+                    insecure,
+                    auth: fingerprint(auth),
+                },
+            );
             async move {
+                let client = client?;
                 client
                     .store_auth_if_needed(reference.resolve_registry(), auth)
                     .await;
@@ -637,52 +839,104 @@ fn auth_param(params: &str, name: &str) -> Option<String> {
     Some(value.trim().to_owned())
 }
 
-/// A request that got no answer: refused by the guard (naming what was refused), or a
-/// transport failure worth retrying.
-fn send_error(what: &str, e: reqwest::Error) -> FetchError {
-    blocked(&e).unwrap_or_else(|| FetchError::Download {
-        url: what.to_owned(),
-        status: None,
-        detail: error_chain(&e.without_url()),
-    })
-}
-
-/// An answer other than 200 from `who` (the registry or its token server).
-fn answer_error(what: &str, status: reqwest::StatusCode, who: &str) -> FetchError {
-    let detail = format!("{who} answered {status}");
-    match status.as_u16() {
-        401 | 403 => FetchError::Auth {
-            reference: what.to_owned(),
-            detail: format!("{detail} (check imagePullSecret or the docker config credentials)"),
-        },
-        code => FetchError::Download {
-            url: what.to_owned(),
-            status: Some(code),
-            detail,
-        },
+fn token_key(reference: &Reference, auth: &RegistryAuth) -> TokenKey {
+    TokenKey {
+        registry: reference.resolve_registry().to_owned(),
+        repository: reference.repository().to_owned(),
+        auth: fingerprint(auth),
     }
 }
 
-/// Checks a blob against its descriptor's digest (`sha256:` or `sha512:`, as oci-client).
-fn verify_digest(data: &[u8], expected: &str, what: &str) -> Result<(), FetchError> {
-    use sha2::Digest as _;
-    let actual = match expected.split_once(':') {
-        Some(("sha256", _)) => format!("sha256:{}", hex::encode(sha2::Sha256::digest(data))),
-        Some(("sha512", _)) => format!("sha512:{}", hex::encode(sha2::Sha512::digest(data))),
-        _ => {
-            return Err(FetchError::Download {
-                url: what.to_owned(),
-                status: Some(200),
-                detail: format!("unsupported digest {expected:?}"),
-            });
+/// `<scheme>://<registry>/v2/<repository>/<path>`, as oci-client builds it.
+fn v2_url(transport: Transport, reference: &Reference, path: &str) -> String {
+    format!(
+        "{}://{}/v2/{}/{path}{}",
+        transport.scheme(),
+        reference.resolve_registry(),
+        reference.repository(),
+        reference
+            .namespace()
+            .map(|ns| format!("?ns={ns}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// A whole (bounded) body; a body that breaks off is a transport failure of `stage`.
+async fn read_body(
+    stage: Stage,
+    resp: reqwest::Response,
+    limit: u64,
+    what: &str,
+) -> Result<Vec<u8>, FetchError> {
+    let declared = resp.content_length();
+    read_limited(resp.bytes_stream(), declared, limit, what)
+        .await
+        .map_err(|e| match e {
+            FetchError::Download {
+                status: None,
+                detail,
+                ..
+            } => stage.transport(what, detail),
+            other => other,
+        })
+}
+
+/// The start of an error answer's body, for its message; a body that breaks off is cut there.
+async fn error_body(resp: reqwest::Response) -> Vec<u8> {
+    use futures::StreamExt as _;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = MAX_ERROR_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
         }
+    }
+    body
+}
+
+/// A registry's answer other than 200 as oci-client reports it (`validate_registry_response`),
+/// so it is classified the same way.
+fn registry_answer(status: reqwest::StatusCode, body: &[u8], url: &str) -> OciDistributionError {
+    let url = url.to_owned();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return OciDistributionError::UnauthorizedError { url };
+    }
+    if status.is_success() {
+        return OciDistributionError::SpecViolationError(format!(
+            "expected HTTP status 200, got {status}"
+        ));
+    }
+    if status.is_client_error()
+        && let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(body)
+    {
+        return OciDistributionError::RegistryError { envelope, url };
+    }
+    OciDistributionError::ServerError {
+        code: status.as_u16(),
+        url,
+        message: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
+/// Checks content against a digest (`sha256:`, `sha384:` or `sha512:`, as oci-client).
+fn check_digest(data: &[u8], expected: &str) -> Result<(), OciDistributionError> {
+    use sha2::Digest as _;
+    let (algorithm, _) = expected.split_once(':').unwrap_or((expected, ""));
+    let hex = match algorithm {
+        "sha256" => hex::encode(sha2::Sha256::digest(data)),
+        "sha384" => hex::encode(sha2::Sha384::digest(data)),
+        "sha512" => hex::encode(sha2::Sha512::digest(data)),
+        other => return Err(DigestError::UnsupportedAlgorithm(other.to_owned()).into()),
     };
+    let actual = format!("{algorithm}:{hex}");
     if actual != expected {
-        return Err(FetchError::Download {
-            url: what.to_owned(),
-            status: None,
-            detail: format!("blob digest is {actual}, the manifest says {expected}"),
-        });
+        return Err(DigestError::VerificationError {
+            expected: expected.to_owned(),
+            actual,
+        }
+        .into());
     }
     Ok(())
 }
@@ -755,6 +1009,21 @@ fn manifest_error(reference: &str, e: OciDistributionError) -> FetchError {
     }
     FetchError::Manifest {
         reference: reference.to_owned(),
+        status,
+        detail: oci_detail(&e),
+    }
+}
+
+fn download_error(what: &str, e: OciDistributionError) -> FetchError {
+    let (status, auth) = classify(&e);
+    if auth {
+        return FetchError::Auth {
+            reference: what.to_owned(),
+            detail: oci_detail(&e),
+        };
+    }
+    FetchError::Download {
+        url: what.to_owned(),
         status,
         detail: oci_detail(&e),
     }

@@ -833,46 +833,62 @@ impl Drop for CountedTask {
 }
 
 #[tokio::test]
-async fn blob_redirect_to_a_refused_address_is_blocked_without_connecting() -> anyhow::Result<()> {
+async fn blob_and_manifest_redirects_to_a_refused_address_are_blocked_without_connecting()
+-> anyhow::Result<()> {
     let reg = Registry::start(RegistrySetup::default())?;
     // The refused address is a loopback one we listen on, blocked by configuration, so a
     // connection the guard failed to stop would be seen.
     let (refused, listener) = counting_listener("127.0.0.2").await?;
-    let front =
-        TokenRegistry::start_redirecting_blobs(&reg, "bob", "pw", format!("http://{refused}"))
-            .await;
-    let cache = tempfile::tempdir()?;
-    let mut opts = options(cache.path());
-    opts.insecure_registries = vec![reg.host(), front.host()];
-    opts.blocked_cidrs = vec!["127.0.0.2/32".parse()?];
-    let (f, metrics) = fetcher(opts);
     let m = module("redirected");
-    f.push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
-        .await?;
+    for (part, redirected_path) in [
+        ("/blobs/", "/v2/tok/m/blobs/sha256:"),
+        ("/manifests/", "/v2/tok/m/manifests/v1"),
+    ] {
+        let front =
+            TokenRegistry::start_redirecting(&reg, "bob", "pw", part, format!("http://{refused}"))
+                .await;
+        let cache = tempfile::tempdir()?;
+        let mut opts = options(cache.path());
+        opts.insecure_registries = vec![reg.host(), front.host()];
+        opts.blocked_cidrs = vec!["127.0.0.2/32".parse()?];
+        let (f, metrics) = fetcher(opts);
+        f.push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
+            .await?;
 
-    let mut r = req(front.url("tok/m:v1"));
-    r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
-    let err = f.fetch(&r).await.unwrap_err();
-    let FetchError::Blocked { url, reason } = &err else {
-        panic!("want Blocked, got {err}");
-    };
-    assert!(
-        url.starts_with(&format!("http://{refused}/v2/tok/m/blobs/sha256:")),
-        "{err}"
-    );
-    assert!(reason.contains("127.0.0.2/32"), "{err}");
-    assert_eq!(listener.connections(), 0, "the refused address was dialled");
-    // Refused is final: one blob request, no retries.
-    assert_eq!(
-        front
-            .blob_requests
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
-    assert_eq!(
-        metric(&metrics, "istio_agent_wasm_cache_entries", None),
-        0.0
-    );
+        let mut r = req(front.url("tok/m:v1"));
+        r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
+        let err = f.fetch(&r).await.unwrap_err();
+        let FetchError::Blocked { url, reason } = &err else {
+            panic!("{part}: want Blocked, got {err}");
+        };
+        assert!(
+            url.starts_with(&format!("http://{refused}{redirected_path}")),
+            "{part}: {err}"
+        );
+        assert!(reason.contains("127.0.0.2/32"), "{part}: {err}");
+        assert_eq!(
+            listener.connections(),
+            0,
+            "{part}: the refused address was dialled"
+        );
+        // Refused is final: no retries.
+        let (manifests, blobs) = (
+            front
+                .manifest_requests
+                .load(std::sync::atomic::Ordering::SeqCst),
+            front
+                .blob_requests
+                .load(std::sync::atomic::Ordering::SeqCst),
+        );
+        match part {
+            "/blobs/" => assert_eq!((manifests, blobs), (1, 1), "{part}"),
+            _ => assert_eq!((manifests, blobs), (1, 0), "{part}"),
+        }
+        assert_eq!(
+            metric(&metrics, "istio_agent_wasm_cache_entries", None),
+            0.0
+        );
+    }
     Ok(())
 }
 
@@ -890,7 +906,8 @@ async fn blob_redirect_to_allowed_storage_is_followed_and_verified() -> anyhow::
         route(move |n| Reply::ok(if n < 2 { bad.clone() } else { good.clone() })),
     )])
     .await;
-    let front = TokenRegistry::start_redirecting_blobs(&reg, "bob", "pw", storage.url("")).await;
+    let front =
+        TokenRegistry::start_redirecting(&reg, "bob", "pw", "/blobs/", storage.url("")).await;
     let cache = tempfile::tempdir()?;
     let mut opts = options(cache.path());
     opts.insecure_registries = vec![reg.host(), front.host()];

@@ -498,8 +498,9 @@ pub fn route(f: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Route {
 /// A bearer-token registry: a front on 127.0.0.1 that runs the Docker token flow (401 with a
 /// `Bearer realm=…/token` challenge; `/token` checks basic credentials and issues a token) and
 /// forwards authorised reads to a real `docker-registry`. It can answer 503 to the first
-/// `fail_manifests` manifest requests, can redirect blob GETs elsewhere (as registries backed by
-/// object storage do), and counts manifest, token and blob requests.
+/// `fail_manifests` manifest requests, can redirect blob (or manifest) GETs elsewhere (as
+/// registries backed by object storage do for blobs), and counts manifest, token and blob
+/// requests.
 pub struct TokenRegistry {
     pub addr: SocketAddr,
     pub manifest_requests: Arc<AtomicUsize>,
@@ -526,14 +527,16 @@ impl TokenRegistry {
         Self::start_full(upstream, user, pass, fail_manifests, realm, None).await
     }
 
-    /// As `start`, answering each authorised blob GET with `307 Location: <blob_redirect><path>`.
-    pub async fn start_redirecting_blobs(
+    /// As `start`, answering each authorised GET whose path contains `part` (`/blobs/`,
+    /// `/manifests/`) with `307 Location: <base><path>`.
+    pub async fn start_redirecting(
         upstream: &Registry,
         user: &str,
         pass: &str,
-        blob_redirect: String,
+        part: &'static str,
+        base: String,
     ) -> Self {
-        Self::start_full(upstream, user, pass, 0, None, Some(blob_redirect)).await
+        Self::start_full(upstream, user, pass, 0, None, Some((part, base))).await
     }
 
     async fn start_full(
@@ -542,7 +545,7 @@ impl TokenRegistry {
         pass: &str,
         fail_manifests: usize,
         realm: Option<String>,
-        blob_redirect: Option<String>,
+        redirect: Option<(&'static str, String)>,
     ) -> Self {
         use base64::Engine as _;
         wasmgate_fetcher::install_crypto_provider();
@@ -568,7 +571,7 @@ impl TokenRegistry {
                     return;
                 };
                 let (client, upstream, basic) = (client.clone(), upstream.clone(), basic.clone());
-                let (realm, blob_redirect) = (realm.clone(), blob_redirect.clone());
+                let (realm, redirect) = (realm.clone(), redirect.clone());
                 let (manifests, tokens, blobs) = (manifests.clone(), tokens.clone(), blobs.clone());
                 tokio::spawn(async move {
                     // One request per connection keeps the parser trivial. A TLS ClientHello
@@ -632,7 +635,10 @@ impl TokenRegistry {
                         && manifests.fetch_add(1, Ordering::SeqCst) < fail_manifests
                     {
                         (503, String::new(), b"busy".to_vec())
-                    } else if blob_get && let Some(base) = &blob_redirect {
+                    } else if method == "GET"
+                        && let Some((part, base)) = &redirect
+                        && target.contains(part)
+                    {
                         (307, format!("location: {base}{target}\r\n"), Vec::new())
                     } else {
                         let method = reqwest::Method::from_bytes(method.as_bytes())
