@@ -24,7 +24,7 @@ impl HttpFetcher {
         })
     }
 
-    /// The two clients, for the registry token-realm probe.
+    /// The two guarded clients, shared with the registry pulls.
     pub(crate) fn clients(&self) -> (reqwest::Client, reqwest::Client) {
         (self.verified.clone(), self.insecure.clone())
     }

@@ -68,15 +68,17 @@ struct ClientKey {
     auth: String,
 }
 
-/// Registry clients, one per (registry, transport, credential): oci-client keeps one credential
-/// per registry for a client's life, and building a client costs ~170 ms, so they are reused.
+/// Pulls through the guarded clients; pushes through oci-client.
 pub(crate) struct OciFetcher {
     ca: Vec<Certificate>,
+    /// oci-client push clients, one per (registry, transport, credential): oci-client keeps one
+    /// credential per registry for a client's life, and building a client costs ~170 ms, so
+    /// they are reused.
     clients: Mutex<HashMap<ClientKey, Client>>,
     /// Insecure-listed registries found to speak plain HTTP.
     plain_http: Mutex<HashSet<String>>,
     guard: Guard,
-    /// Guarded HTTP clients (verifying, insecure): the `/v2/` probe, tokens and blobs.
+    /// Guarded HTTP clients (verifying, insecure): every request of a pull.
     guarded: (reqwest::Client, reqwest::Client),
     /// (registry, plain HTTP) → its authentication challenge, realm already checked.
     challenges: Mutex<HashMap<(String, bool), Challenge>>,

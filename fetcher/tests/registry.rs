@@ -752,11 +752,13 @@ async fn bearer_token_registry_with_pull_secret_and_retries_on_503() -> anyhow::
             .load(std::sync::atomic::Ordering::SeqCst),
         3
     );
-    assert!(
+    // One token each for the anonymous and the wrong attempt; then one, kept for the retried
+    // manifest requests and the blob.
+    assert_eq!(
         front
             .token_requests
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 1
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
     );
     assert_eq!(
         metric(
