@@ -78,8 +78,8 @@ impl DockerConfig {
             let credential = if let Some(token) = entry.registrytoken.filter(|t| !t.is_empty()) {
                 Credential::Bearer(token)
             } else if let Some(token) = entry.identitytoken.filter(|t| !t.is_empty()) {
-                // oci-client has no refresh-token grant; registries that issue identity tokens
-                // (ACR) accept them as the password of basic auth in the token request.
+                // The token request is a GET (no OAuth2 refresh-token grant); registries that
+                // issue identity tokens (ACR) accept them as the password of basic auth there.
                 let user = entry
                     .username
                     .filter(|u| !u.is_empty())

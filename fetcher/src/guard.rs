@@ -85,8 +85,20 @@ impl Guard {
     }
 }
 
+/// A destination refused while a request was under way (by [`GuardedResolver`] or a guarded
+/// redirect policy). It travels in reqwest's error chain, so callers can turn it back into
+/// [`FetchError::Blocked`] naming what was refused (see `transport::blocked`).
+#[derive(Debug, thiserror::Error)]
+#[error("refusing {target}: {reason}")]
+pub(crate) struct Refused {
+    /// The redirect target URL, or the host name being resolved.
+    pub target: String,
+    pub reason: String,
+}
+
 /// reqwest resolver that drops refused addresses at connect time, so a DNS answer that changes
-/// between the check and the connection (rebinding) is still refused.
+/// between the check and the connection (rebinding) is still refused, and so is every host a
+/// redirect leads to.
 #[derive(Clone)]
 pub(crate) struct GuardedResolver(pub(crate) Guard);
 
@@ -96,7 +108,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             if BLOCKED_HOSTS.contains(&host.to_ascii_lowercase().as_str()) {
-                return Err(format!("{host} is a cloud metadata host").into());
+                let reason = format!("{host} is a cloud metadata host");
+                return Err(Box::new(Refused {
+                    target: host,
+                    reason,
+                }) as _);
             }
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
@@ -107,7 +123,11 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .collect();
             if allowed.is_empty() && !addrs.is_empty() {
                 let reason = guard.refuses(addrs[0].ip()).unwrap_or_default();
-                return Err(format!("refusing {host}: {reason}").into());
+                let reason = format!("{host} resolves to {reason}");
+                return Err(Box::new(Refused {
+                    target: host,
+                    reason,
+                }) as _);
             }
             let iter: reqwest::dns::Addrs = Box::new(allowed.into_iter());
             Ok(iter)

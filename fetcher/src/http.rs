@@ -3,7 +3,7 @@
 use crate::error::FetchError;
 use crate::guard::Guard;
 use crate::options::FetcherOptions;
-use crate::transport::{error_chain, http_client, read_limited, redact_url, with_retries};
+use crate::transport::{blocked, error_chain, http_client, read_limited, redact_url, with_retries};
 use crate::unbox::unbox_if_possible;
 
 /// Two clients built once: one verifying certificates, one for insecure-listed hosts.
@@ -24,7 +24,7 @@ impl HttpFetcher {
         })
     }
 
-    /// The two clients, for the registry token-realm probe.
+    /// The two guarded clients, shared with the registry pulls.
     pub(crate) fn clients(&self) -> (reqwest::Client, reqwest::Client) {
         (self.verified.clone(), self.insecure.clone())
     }
@@ -53,15 +53,13 @@ impl HttpFetcher {
         };
         let limit = opts.max_module_size;
         let body = with_retries(opts, &shown, || async {
-            let resp = client
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| FetchError::Download {
+            let resp = client.get(url.clone()).send().await.map_err(|e| {
+                blocked(&e).unwrap_or_else(|| FetchError::Download {
                     url: shown.clone(),
                     status: None,
                     detail: error_chain(&e.without_url()),
-                })?;
+                })
+            })?;
             let status = resp.status();
             if status != reqwest::StatusCode::OK {
                 return Err(FetchError::Download {

@@ -11,6 +11,18 @@ use crate::backoff::BackoffConfig;
 /// Istio's `ISTIO_WASM_MAX_BINARY_SIZE_BYTES` default: 256 MiB.
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 256 * 1024 * 1024;
 
+/// Largest registry token-server answer read (a JSON token; real ones are a few KiB).
+pub(crate) const MAX_TOKEN_RESPONSE: u64 = 1024 * 1024;
+
+/// Largest manifest read: distribution's own limit on the manifests it accepts (4 MiB).
+pub(crate) const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
+
+/// How much of a registry's error answer is read for its message.
+pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A pull token's lifetime when the token server does not say (Docker token spec: 60 s).
+pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Where credentials come from when a request carries no pull secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DockerConfigSource {

@@ -7,10 +7,10 @@ use tracing::debug;
 
 use crate::backoff::Backoff;
 use crate::error::FetchError;
-use crate::guard::{Guard, GuardedResolver};
+use crate::guard::{Guard, GuardedResolver, Refused};
 use crate::options::FetcherOptions;
 
-/// Redirects followed for `http(s)://` modules (Go's default).
+/// Redirects followed for `http(s)://` modules and registry requests (Go's default).
 const MAX_REDIRECTS: usize = 10;
 
 /// The error and its causes on one line (reqwest's own message is only the outermost layer).
@@ -59,7 +59,25 @@ pub(crate) fn read_ca_bundle(opts: &FetcherOptions) -> Result<Vec<u8>, FetchErro
     }
 }
 
-/// The client for `http(s)://` modules: guarded resolver, guarded redirects, extra roots.
+/// The [`FetchError::Blocked`] inside a failed request, if the guard refused a destination on
+/// the way (a redirect hop, or a host that resolves only to refused addresses).
+pub(crate) fn blocked(e: &reqwest::Error) -> Option<FetchError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refused) = err.downcast_ref::<Refused>() {
+            return Some(FetchError::Blocked {
+                url: refused.target.clone(),
+                reason: refused.reason.clone(),
+            });
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The client for `http(s)://` modules and for every registry request wasmgate makes itself:
+/// guarded resolver (every connection, including after redirects), guarded redirect policy
+/// (literal IPs, which skip the resolver), extra roots.
 pub(crate) fn http_client(
     opts: &FetcherOptions,
     guard: &Guard,
@@ -81,7 +99,13 @@ pub(crate) fn http_client(
                 .and_then(|h| h.parse().ok())
                 .and_then(|ip| redirect_guard.refuses(ip));
             match refused {
-                Some(reason) => attempt.error(format!("redirect refused: {reason}")),
+                Some(reason) => {
+                    let target = redact_url(attempt.url());
+                    attempt.error(Refused {
+                        target,
+                        reason: format!("redirect refused: {reason}"),
+                    })
+                }
                 None => attempt.follow(),
             }
         }))

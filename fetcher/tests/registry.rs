@@ -752,11 +752,13 @@ async fn bearer_token_registry_with_pull_secret_and_retries_on_503() -> anyhow::
             .load(std::sync::atomic::Ordering::SeqCst),
         3
     );
-    assert!(
+    // One token each for the anonymous and the wrong attempt; then one, kept for the retried
+    // manifest requests and the blob.
+    assert_eq!(
         front
             .token_requests
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 1
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
     );
     assert_eq!(
         metric(
@@ -797,5 +799,140 @@ async fn token_realm_on_a_metadata_address_is_refused() -> anyhow::Result<()> {
     let err = f.fetch(&r).await.unwrap_err();
     assert!(matches!(err, FetchError::Blocked { .. }), "{err}");
     assert!(err.to_string().contains("token realm"), "{err}");
+    Ok(())
+}
+
+/// A listener that only counts the connections it accepts: the stand-in for a refused address.
+async fn counting_listener(ip: &str) -> anyhow::Result<(std::net::SocketAddr, CountedTask)> {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    Ok((addr, CountedTask { count, task }))
+}
+
+struct CountedTask {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountedTask {
+    fn connections(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountedTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn blob_and_manifest_redirects_to_a_refused_address_are_blocked_without_connecting()
+-> anyhow::Result<()> {
+    let reg = Registry::start(RegistrySetup::default())?;
+    // The refused address is a loopback one we listen on, blocked by configuration, so a
+    // connection the guard failed to stop would be seen.
+    let (refused, listener) = counting_listener("127.0.0.2").await?;
+    let m = module("redirected");
+    for (part, redirected_path) in [
+        ("/blobs/", "/v2/tok/m/blobs/sha256:"),
+        ("/manifests/", "/v2/tok/m/manifests/v1"),
+    ] {
+        let front =
+            TokenRegistry::start_redirecting(&reg, "bob", "pw", part, format!("http://{refused}"))
+                .await;
+        let cache = tempfile::tempdir()?;
+        let mut opts = options(cache.path());
+        opts.insecure_registries = vec![reg.host(), front.host()];
+        opts.blocked_cidrs = vec!["127.0.0.2/32".parse()?];
+        let (f, metrics) = fetcher(opts);
+        f.push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
+            .await?;
+
+        let mut r = req(front.url("tok/m:v1"));
+        r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
+        let err = f.fetch(&r).await.unwrap_err();
+        let FetchError::Blocked { url, reason } = &err else {
+            panic!("{part}: want Blocked, got {err}");
+        };
+        assert!(
+            url.starts_with(&format!("http://{refused}{redirected_path}")),
+            "{part}: {err}"
+        );
+        assert!(reason.contains("127.0.0.2/32"), "{part}: {err}");
+        assert_eq!(
+            listener.connections(),
+            0,
+            "{part}: the refused address was dialled"
+        );
+        // Refused is final: no retries.
+        let (manifests, blobs) = (
+            front
+                .manifest_requests
+                .load(std::sync::atomic::Ordering::SeqCst),
+            front
+                .blob_requests
+                .load(std::sync::atomic::Ordering::SeqCst),
+        );
+        match part {
+            "/blobs/" => assert_eq!((manifests, blobs), (1, 1), "{part}"),
+            _ => assert_eq!((manifests, blobs), (1, 0), "{part}"),
+        }
+        assert_eq!(
+            metric(&metrics, "istio_agent_wasm_cache_entries", None),
+            0.0
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn blob_redirect_to_allowed_storage_is_followed_and_verified() -> anyhow::Result<()> {
+    let reg = Registry::start(RegistrySetup::default())?;
+    let m = module("stored elsewhere");
+    let layer_path = format!("/v2/tok/m/blobs/sha256:{}", sha256_hex(&m));
+    // "Object storage": answers the blob path with corrupted bytes of the right length twice
+    // (one fetch and its retry), then with the module.
+    let (good, mut bad) = (m.clone(), m.clone());
+    *bad.last_mut().unwrap() ^= 1;
+    let storage = HttpServer::start(vec![(
+        layer_path.as_str(),
+        route(move |n| Reply::ok(if n < 2 { bad.clone() } else { good.clone() })),
+    )])
+    .await;
+    let front =
+        TokenRegistry::start_redirecting(&reg, "bob", "pw", "/blobs/", storage.url("")).await;
+    let cache = tempfile::tempdir()?;
+    let mut opts = options(cache.path());
+    opts.insecure_registries = vec![reg.host(), front.host()];
+    opts.blocked_cidrs = vec!["127.0.0.2/32".parse()?];
+    opts.max_attempts = 2;
+    let (f, metrics) = fetcher(opts);
+    f.push(&m, &reg.url("tok/m:v1"), PushFormat::Artifact, None)
+        .await?;
+    let mut r = req(front.url("tok/m:v1"));
+    r.pull_secret = Some(DockerConfig::basic(&front.host(), "bob", "pw"));
+
+    // Bytes that do not match the manifest's digest: refused after the retry, not cached.
+    let err = f.fetch(&r).await.unwrap_err();
+    assert!(matches!(err, FetchError::Download { .. }), "{err}");
+    assert!(err.to_string().contains("digest"), "{err}");
+    assert_eq!(storage.hits(&layer_path), 2);
+    assert_eq!(
+        metric(&metrics, "istio_agent_wasm_cache_entries", None),
+        0.0
+    );
+
+    let got = f.fetch(&r).await?;
+    assert_eq!(&*got.bytes, &m[..]);
+    assert_eq!(storage.hits(&layer_path), 3);
     Ok(())
 }

@@ -498,11 +498,14 @@ pub fn route(f: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Route {
 /// A bearer-token registry: a front on 127.0.0.1 that runs the Docker token flow (401 with a
 /// `Bearer realm=…/token` challenge; `/token` checks basic credentials and issues a token) and
 /// forwards authorised reads to a real `docker-registry`. It can answer 503 to the first
-/// `fail_manifests` manifest requests, and counts manifest and token requests.
+/// `fail_manifests` manifest requests, can redirect blob (or manifest) GETs elsewhere (as
+/// registries backed by object storage do for blobs), and counts manifest, token and blob
+/// requests.
 pub struct TokenRegistry {
     pub addr: SocketAddr,
     pub manifest_requests: Arc<AtomicUsize>,
     pub token_requests: Arc<AtomicUsize>,
+    pub blob_requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -521,6 +524,29 @@ impl TokenRegistry {
         fail_manifests: usize,
         realm: Option<String>,
     ) -> Self {
+        Self::start_full(upstream, user, pass, fail_manifests, realm, None).await
+    }
+
+    /// As `start`, answering each authorised GET whose path contains `part` (`/blobs/`,
+    /// `/manifests/`) with `307 Location: <base><path>`.
+    pub async fn start_redirecting(
+        upstream: &Registry,
+        user: &str,
+        pass: &str,
+        part: &'static str,
+        base: String,
+    ) -> Self {
+        Self::start_full(upstream, user, pass, 0, None, Some((part, base))).await
+    }
+
+    async fn start_full(
+        upstream: &Registry,
+        user: &str,
+        pass: &str,
+        fail_manifests: usize,
+        realm: Option<String>,
+        redirect: Option<(&'static str, String)>,
+    ) -> Self {
         use base64::Engine as _;
         wasmgate_fetcher::install_crypto_provider();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -532,7 +558,12 @@ impl TokenRegistry {
         );
         let manifest_requests = Arc::new(AtomicUsize::new(0));
         let token_requests = Arc::new(AtomicUsize::new(0));
-        let (manifests, tokens) = (manifest_requests.clone(), token_requests.clone());
+        let blob_requests = Arc::new(AtomicUsize::new(0));
+        let (manifests, tokens, blobs) = (
+            manifest_requests.clone(),
+            token_requests.clone(),
+            blob_requests.clone(),
+        );
         let client = reqwest::Client::new();
         let task = tokio::spawn(async move {
             loop {
@@ -540,8 +571,8 @@ impl TokenRegistry {
                     return;
                 };
                 let (client, upstream, basic) = (client.clone(), upstream.clone(), basic.clone());
-                let realm = realm.clone();
-                let (manifests, tokens) = (manifests.clone(), tokens.clone());
+                let (realm, redirect) = (realm.clone(), redirect.clone());
+                let (manifests, tokens, blobs) = (manifests.clone(), tokens.clone(), blobs.clone());
                 tokio::spawn(async move {
                     // One request per connection keeps the parser trivial. A TLS ClientHello
                     // (0x16) is dropped at once, as a plain HTTP server would refuse it.
@@ -573,6 +604,10 @@ impl TokenRegistry {
                             })
                             .map(|(_, v)| v.trim().to_owned())
                     };
+                    let blob_get = method == "GET" && target.contains("/blobs/");
+                    if blob_get {
+                        blobs.fetch_add(1, Ordering::SeqCst);
+                    }
                     let authz = header("authorization").unwrap_or_default();
                     let accept = header("accept").unwrap_or_default();
                     let realm = realm
@@ -600,6 +635,11 @@ impl TokenRegistry {
                         && manifests.fetch_add(1, Ordering::SeqCst) < fail_manifests
                     {
                         (503, String::new(), b"busy".to_vec())
+                    } else if method == "GET"
+                        && let Some((part, base)) = &redirect
+                        && target.contains(part)
+                    {
+                        (307, format!("location: {base}{target}\r\n"), Vec::new())
                     } else {
                         let method = reqwest::Method::from_bytes(method.as_bytes())
                             .unwrap_or(reqwest::Method::GET);
@@ -642,6 +682,7 @@ impl TokenRegistry {
             addr,
             manifest_requests,
             token_requests,
+            blob_requests,
             task,
         }
     }
