@@ -9,13 +9,16 @@ pub fn run(dir: &Path) -> ExitCode {
     match wasmgate_conf::validate_dir(dir) {
         Ok(s) => {
             println!(
-                "{}: valid: {} Gateway(s), {} HTTPRoute(s), {} Service(s), {} Secret(s), {} WasmPlugin(s), {} ignored document(s)",
+                "{}: valid: {} Gateway(s), {} HTTPRoute(s), {} Service(s), {} Secret(s), {} WasmPlugin(s), \
+                 {} ReferenceGrant(s), {} Namespace(s), {} ignored document(s)",
                 dir.display(),
                 s.gateways.len(),
                 s.routes.len(),
                 s.services.len(),
                 s.secrets.len(),
                 s.wasm_plugins.len(),
+                s.reference_grants.len(),
+                s.namespaces.len(),
                 s.ignored.len(),
             );
             ExitCode::SUCCESS

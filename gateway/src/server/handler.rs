@@ -14,7 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::errors;
 use crate::access_log::{self, AccessRecord};
-use crate::backends::Backend;
+use crate::backends::{Backend, NoBackend};
 use crate::config::{CompiledConfig, SharedConfig};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -142,13 +142,18 @@ impl Gateway {
             return Ok(true);
         }
 
-        let Some(backend) = rule.backends.pick() else {
-            let route = rule.route.clone();
-            ctx.rule = Some(rule);
-            return Error::e_explain(
-                errors::NO_BACKEND,
-                format!("route {route} has no backend with weight > 0"),
-            );
+        let backend = match rule.backends.pick() {
+            Ok(b) => b,
+            Err(why) => {
+                let message = match why {
+                    NoBackend::ZeroWeight => {
+                        format!("route {} has no backend with weight > 0", rule.route)
+                    }
+                    NoBackend::Refused(why) => format!("route {}: {why}", rule.route),
+                };
+                ctx.rule = Some(rule);
+                return Error::e_explain(errors::NO_BACKEND, message);
+            }
         };
         let chain = chains
             .as_ref()
