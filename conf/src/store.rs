@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::allowed_routes::HTTP_ROUTE_KIND;
+use crate::allowed_routes::{HTTP_ROUTE_KIND, NotAllowed};
 use crate::error::ConfigError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Listener};
 use crate::meta::{Kind, NamespacedName, ResourceKey};
 use crate::namespace::{Namespace, namespace_labels};
 use crate::parse::{Document, Resource, parse_file};
@@ -652,16 +652,33 @@ impl<'a> Builder<'a> {
                                     })
                                     .filter(|l| parent.port.is_none_or(|p| p == l.port))
                                     .collect();
-                                let refusals: Vec<String> = listeners
+                                // Gateway API: and only where the listener's allowedRoutes allow.
+                                let verdicts: Vec<(&Listener, Result<(), NotAllowed>)> = listeners
                                     .iter()
-                                    .filter_map(|l| {
-                                        l.allowed_routes
-                                            .admits(&ns, &key.namespace, HTTP_ROUTE_KIND, &labels)
-                                            .err()
-                                            .map(|why| format!("listener {} ({why})", l.name))
+                                    .map(|l| {
+                                        let v = l.allowed_routes.admits(
+                                            &ns,
+                                            &key.namespace,
+                                            HTTP_ROUTE_KIND,
+                                            &labels,
+                                        );
+                                        (*l, v)
                                     })
                                     .collect();
-                                if !listeners.is_empty() && refusals.len() == listeners.len() {
+                                let admitting: Vec<&Listener> = verdicts
+                                    .iter()
+                                    .filter(|(_, v)| v.is_ok())
+                                    .map(|(l, _)| *l)
+                                    .collect();
+                                if admitting.is_empty() && !verdicts.is_empty() {
+                                    let refusals: Vec<String> = verdicts
+                                        .iter()
+                                        .filter_map(|(l, v)| {
+                                            v.as_ref()
+                                                .err()
+                                                .map(|why| format!("listener {} ({why})", l.name))
+                                        })
+                                        .collect();
                                     problems.push((
                                         key.clone(),
                                         field.clone(),
@@ -672,9 +689,9 @@ impl<'a> Builder<'a> {
                                         ),
                                         false,
                                     ));
-                                } else if !listeners.is_empty()
+                                } else if !admitting.is_empty()
                                     && !route.spec.hostnames.is_empty()
-                                    && !listeners.iter().any(|l| {
+                                    && !admitting.iter().any(|l| {
                                         route.spec.hostnames.iter().any(|h| {
                                             l.hostname
                                                 .as_deref()

@@ -273,3 +273,25 @@ fn reference_grant_versions_parse() {
         assert_eq!(s.reference_grants.len(), 1, "{version}");
     }
 }
+
+#[test]
+fn a_route_allowed_by_one_of_the_listeners_is_not_reported() {
+    let gw = "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  listeners:
+  - {name: open, port: 80, protocol: HTTP, hostname: a.test, allowedRoutes: {namespaces: {from: All}}}
+  - {name: closed, port: 81, protocol: HTTP, hostname: b.test}
+";
+    assert!(warnings(&[("gw.yaml", gw), ("route.yaml", ROUTE)]).is_empty());
+    // Hostnames are checked against the listeners that allow the route only.
+    let on_closed = ROUTE.replace("  rules:", "  hostnames: [b.test]\n  rules:");
+    assert_eq!(
+        warnings(&[("gw.yaml", gw), ("route.yaml", &on_closed)]),
+        [
+            "route.yaml[doc 0] HTTPRoute apps/r: spec.hostnames: no hostname intersects a listener hostname of \
+             Gateway infra/gw: the route serves nothing there"
+        ]
+    );
+}
