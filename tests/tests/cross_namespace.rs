@@ -58,6 +58,18 @@ async fn allowed_routes_decide_which_namespaces_attach() {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: apps}\n\
          spec:\n  parentRefs: [{name: gw, namespace: infra}]\n  rules:\n  - backendRefs: [{name: a, port: 80}]\n",
     );
+    // `validate` reports the refusal as a warning; the directory is valid.
+    let out = wasmgate_e2e::cli::wasmgate(["validate".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stderr.contains("warning: ")
+            && out.stderr.contains(
+                "HTTPRoute apps/r: spec.parentRefs[0]: not allowed by Gateway infra/gw \
+             listener http (allowedRoutes.namespaces.from: Same)"
+            ),
+        "{}",
+        out.all()
+    );
     let gw = Gateway::start(&dir).await;
 
     // Default `from: Same`: the route in `apps` is not served, and the refusal is reported.
