@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::allowed_routes::AllowedRoutes;
 use crate::limits::{MAX_CERTIFICATE_REFS, MAX_LISTENERS};
 use crate::meta::ObjectMeta;
 use crate::validate::{Problems, check_hostname, is_dns_subdomain};
@@ -59,9 +60,9 @@ pub struct Listener {
     pub protocol: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
-    /// Accepted, ignored: every HTTPRoute may attach to every listener it names.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_routes: Option<serde_json::Value>,
+    /// Which routes may attach (default: HTTPRoutes in the Gateway's namespace).
+    #[serde(default)]
+    pub allowed_routes: AllowedRoutes,
 }
 
 /// `PROTOCOL_HTTP` / `PROTOCOL_HTTPS`: the listener protocols wasmgate serves.
@@ -215,9 +216,8 @@ impl Listener {
                 format!("protocol {other:?} is not supported (supported: HTTP, HTTPS)"),
             ),
         }
-        if self.allowed_routes.is_some() {
-            p.ignored(format!("{f}.allowedRoutes"));
-        }
+        self.allowed_routes
+            .validate(p, &format!("{f}.allowedRoutes"));
     }
 }
 

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Kinds understood: `Gateway` and `HTTPRoute` (`gateway.networking.k8s.io/v1`, `v1beta1`),
-//! `Service` and `Secret` (core `v1`), `WasmPlugin` (`extensions.istio.io/v1alpha1`), and Maistra's
+//! `ReferenceGrant` (`gateway.networking.k8s.io/v1beta1`, `v1`, `v1alpha2`), `Service`, `Secret`
+//! and `Namespace` (core `v1`), `WasmPlugin` (`extensions.istio.io/v1alpha1`), and Maistra's
 //! `ServiceMeshExtension` (`maistra.io/v1`, served as its WasmPlugin, see
 //! [`convert_service_mesh_extensions`]). Every other kind is recorded in [`Snapshot::ignored`].
 //! Unknown fields of understood kinds are errors naming the field path; fields of the upstream
@@ -27,15 +28,19 @@
 //! [`SecretBytes`], which never print.
 #![forbid(unsafe_code)]
 
+pub mod allowed_routes;
 mod dir;
 pub mod duration;
 pub mod error;
 pub mod gateway;
 pub mod limits;
 pub mod meta;
+pub mod namespace;
 pub mod parse;
+pub mod reference_grant;
 pub mod route;
 pub mod secret;
+pub mod selector;
 pub mod service;
 pub mod service_mesh_extension;
 mod snapshot;
@@ -44,11 +49,19 @@ mod validate;
 pub mod wasm_plugin;
 pub mod watch;
 
+pub use allowed_routes::{
+    AllowedRoutes, FromNamespaces, NotAllowed, RouteGroupKind, RouteNamespaces,
+};
 pub use duration::GatewayDuration;
 pub use error::{ConfigError, WatchError};
 pub use gateway::{Gateway, GatewaySpec, Listener, ListenerTls, SecretObjectReference};
 pub use meta::{Kind, NamespacedName, ObjectMeta, ResourceKey, Timestamp};
+pub use namespace::{NAMESPACE_NAME_LABEL, Namespace, namespace_labels};
 pub use parse::{Document, Resource, parse_file};
+pub use reference_grant::{
+    ObjectRef, ReferenceGrant, ReferenceGrantSpec, gateway_ref, http_route_ref, not_permitted,
+    reference_permitted,
+};
 pub use route::{
     FilterType, HeaderMatch, HeaderModifier, HttpBackendRef, HttpHeader, HttpRoute,
     HttpRouteFilter, HttpRouteMatch, HttpRouteRule, HttpRouteSpec, HttpRouteTimeouts,
@@ -56,6 +69,7 @@ pub use route::{
     StringMatchType, UrlRewrite,
 };
 pub use secret::{Secret, SecretBytes};
+pub use selector::{LabelSelector, LabelSelectorRequirement, SelectorOperator};
 pub use service::{Endpoint, IntOrString, Service, ServicePort, ServiceSpec};
 pub use service_mesh_extension::convert_service_mesh_extensions;
 pub use store::{

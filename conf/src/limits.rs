@@ -54,3 +54,9 @@ pub const MAX_POLICY_REF_KIND_LEN: usize = 63;
 
 /// Annotation listing a Service's endpoints as `host:port,host:port`.
 pub const ENDPOINTS_ANNOTATION: &str = "wasmgate.io/endpoints";
+
+/// ReferenceGrant bounds from the Gateway API CRD.
+pub const MAX_REFERENCE_GRANT_FROM: usize = 16;
+pub const MAX_REFERENCE_GRANT_TO: usize = 16;
+/// Gateway: `allowedRoutes.kinds` per listener (Gateway API CRD).
+pub const MAX_ROUTE_KINDS: usize = 8;

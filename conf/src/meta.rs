@@ -260,6 +260,9 @@ pub enum Kind {
     Service,
     Secret,
     WasmPlugin,
+    ReferenceGrant,
+    /// Cluster-scoped: keyed with an empty namespace.
+    Namespace,
     /// `maistra.io/v1`: translated to the equivalent WasmPlugin (keyed as a WasmPlugin).
     ServiceMeshExtension,
 }
@@ -276,6 +279,13 @@ impl Kind {
             ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
                 Some(Kind::HttpRoute)
             }
+            (
+                "gateway.networking.k8s.io/v1"
+                | "gateway.networking.k8s.io/v1beta1"
+                | "gateway.networking.k8s.io/v1alpha2",
+                "ReferenceGrant",
+            ) => Some(Kind::ReferenceGrant),
+            ("v1", "Namespace") => Some(Kind::Namespace),
             ("v1", "Service") => Some(Kind::Service),
             ("v1", "Secret") => Some(Kind::Secret),
             ("extensions.istio.io/v1alpha1", "WasmPlugin") => Some(Kind::WasmPlugin),
@@ -293,8 +303,17 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Secret => "Secret",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
             Kind::ServiceMeshExtension => "ServiceMeshExtension",
         }
+    }
+}
+
+impl Kind {
+    /// Whether objects of this kind live outside namespaces (their key's namespace is empty).
+    pub fn is_cluster_scoped(self) -> bool {
+        self == Kind::Namespace
     }
 }
 
@@ -326,9 +345,14 @@ impl Serialize for NamespacedName {
     }
 }
 
+/// `namespace/name`, or `name` for a cluster-scoped object (empty namespace).
 impl fmt::Display for NamespacedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
     }
 }
 
@@ -354,10 +378,10 @@ impl ResourceKey {
     }
 }
 
-/// `Kind namespace/name`, the form used in errors and logs.
+/// `Kind namespace/name` (`Kind name` when cluster-scoped), the form used in errors and logs.
 impl fmt::Display for ResourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        write!(f, "{} {}", self.kind, self.namespaced_name())
     }
 }
 

@@ -7,7 +7,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ConfigError;
 use crate::gateway::{Gateway, GatewaySpec};
-use crate::meta::{DEFAULT_NAMESPACE, Kind, ObjectMeta, ResourceKey};
+use crate::meta::{DEFAULT_NAMESPACE, Kind, NamespacedName, ObjectMeta, ResourceKey};
+use crate::namespace::{Namespace, NamespaceSpec};
+use crate::reference_grant::{ReferenceGrant, ReferenceGrantSpec};
 use crate::route::{HttpRoute, HttpRouteSpec};
 use crate::secret::{Secret, SecretDocument};
 use crate::service::{Service, ServiceSpec};
@@ -27,6 +29,8 @@ pub enum Resource {
     Service(Service),
     Secret(Secret),
     WasmPlugin(WasmPlugin),
+    ReferenceGrant(ReferenceGrant),
+    Namespace(Namespace),
 }
 
 impl Resource {
@@ -37,6 +41,8 @@ impl Resource {
             Resource::Service(r) => &r.metadata,
             Resource::Secret(r) => &r.metadata,
             Resource::WasmPlugin(r) => &r.metadata,
+            Resource::ReferenceGrant(r) => &r.metadata,
+            Resource::Namespace(r) => &r.metadata,
         }
     }
 
@@ -47,6 +53,8 @@ impl Resource {
             Resource::Service(_) => Kind::Service,
             Resource::Secret(_) => Kind::Secret,
             Resource::WasmPlugin(_) => Kind::WasmPlugin,
+            Resource::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Resource::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -159,8 +167,16 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
         }
     };
     let Some(known) = Kind::from_type_meta(&api_version, &kind) else {
-        let reason = if ["Gateway", "HTTPRoute", "Service", "Secret", "WasmPlugin"]
-            .contains(&kind.as_str())
+        let reason = if [
+            "Gateway",
+            "HTTPRoute",
+            "Service",
+            "Secret",
+            "WasmPlugin",
+            "ReferenceGrant",
+            "Namespace",
+        ]
+        .contains(&kind.as_str())
         {
             format!("apiVersion {api_version} of {kind} is not supported")
         } else {
@@ -174,13 +190,24 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
             reason,
         });
     };
+    // A cluster-scoped object (a Namespace) is in no namespace; one given is ignored (warned below).
+    let given_namespace = meta_text("namespace").filter(|n| !n.is_empty());
+    let namespace = if known.is_cluster_scoped() {
+        String::new()
+    } else {
+        namespace
+    };
     if name.is_empty() {
-        let label = format!("{kind} (unnamed, namespace {namespace})");
+        let label = if known.is_cluster_scoped() {
+            format!("{kind} (unnamed)")
+        } else {
+            format!("{kind} (unnamed, namespace {namespace})")
+        };
         return Document::Unidentified {
             errors: vec![err(Some(label), Some("metadata.name"), "required".into())],
         };
     }
-    let label = format!("{kind} {namespace}/{name}");
+    let label = format!("{kind} {}", NamespacedName::new(&namespace, &name));
     // A ServiceMeshExtension is served as the WasmPlugin it translates to: same identity.
     let key_kind = if known == Kind::ServiceMeshExtension {
         Kind::WasmPlugin
@@ -225,6 +252,30 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
                 Resource::Secret(r)
             })
         }
+        Kind::ReferenceGrant => {
+            typed::<ReferenceGrantSpec>(value, &mut p, true).map(|(metadata, spec)| {
+                let r = ReferenceGrant { metadata, spec };
+                r.validate(&mut p);
+                Resource::ReferenceGrant(r)
+            })
+        }
+        Kind::Namespace => typed::<NamespaceSpec>(value, &mut p, false).map(|(metadata, spec)| {
+            if given_namespace.is_some() {
+                p.warn(
+                    "metadata.namespace",
+                    "ignored: a Namespace is cluster-scoped",
+                );
+            }
+            let r = Namespace {
+                metadata: ObjectMeta {
+                    namespace: String::new(),
+                    ..metadata
+                },
+                spec,
+            };
+            r.validate(&mut p);
+            Resource::Namespace(r)
+        }),
         Kind::ServiceMeshExtension => {
             typed::<ServiceMeshExtensionSpec>(value, &mut p, true).map(|(metadata, spec)| {
                 let mut r = translate_sme(metadata, spec, &mut p);
@@ -234,7 +285,7 @@ pub fn parse_document(file: &Path, index: usize, value: serde_yaml::Value) -> Do
         }
     };
     if let Some(r) = &resource {
-        check_metadata(&mut p, r.metadata());
+        check_metadata(&mut p, r.metadata(), r.kind().is_cluster_scoped());
     }
     // serde's errors come first; drop later ones about the same fields (their value was removed).
     let n = p.serde_fields.len().min(p.errors.len());

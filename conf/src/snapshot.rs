@@ -11,6 +11,8 @@ use serde::{Serialize, Serializer};
 use crate::error::ConfigError;
 use crate::gateway::Gateway;
 use crate::meta::{NamespacedName, ObjectMeta, ResourceKey};
+use crate::namespace::Namespace;
+use crate::reference_grant::ReferenceGrant;
 use crate::route::HttpRoute;
 use crate::secret::Secret;
 use crate::service::Service;
@@ -82,7 +84,15 @@ pub trait HasMetadata {
 macro_rules! has_metadata {
     ($($t:ty),*) => { $(impl HasMetadata for $t { fn metadata(&self) -> &ObjectMeta { &self.metadata } })* };
 }
-has_metadata!(Gateway, HttpRoute, Service, Secret, WasmPlugin);
+has_metadata!(
+    Gateway,
+    HttpRoute,
+    Service,
+    Secret,
+    WasmPlugin,
+    ReferenceGrant,
+    Namespace
+);
 
 /// A document of a kind wasmgate does not act on (the gateway logs each once).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,6 +133,9 @@ pub struct Snapshot {
     pub services: BTreeMap<NamespacedName, Sourced<Service>>,
     pub secrets: BTreeMap<NamespacedName, Sourced<Secret>>,
     pub wasm_plugins: BTreeMap<NamespacedName, Sourced<WasmPlugin>>,
+    pub reference_grants: BTreeMap<NamespacedName, Sourced<ReferenceGrant>>,
+    /// Keyed with an empty namespace (cluster-scoped); see [`Snapshot::namespace_labels`].
+    pub namespaces: BTreeMap<NamespacedName, Sourced<Namespace>>,
     pub ignored: Vec<Ignored>,
     pub rejected: Vec<Rejected>,
     /// Non-fatal notes: ignored fields, deprecations, dangling references.
@@ -157,6 +170,26 @@ impl Snapshot {
         self.secrets.get(&NamespacedName::new(namespace, name))
     }
 
+    /// The labels `allowedRoutes.namespaces.selector` sees for namespace `name`: its `Namespace`
+    /// resource's labels (none without one) plus `kubernetes.io/metadata.name: <name>`.
+    pub fn namespace_labels(&self, name: &str) -> BTreeMap<String, String> {
+        let ns = self.namespaces.get(&NamespacedName::new("", name));
+        crate::namespace::namespace_labels(name, ns.map(|n| &*n.resource))
+    }
+
+    /// Whether `from` may reference `to` (same namespace, or a ReferenceGrant allows it).
+    pub fn reference_permitted(
+        &self,
+        from: &crate::reference_grant::ObjectRef<'_>,
+        to: &crate::reference_grant::ObjectRef<'_>,
+    ) -> bool {
+        crate::reference_grant::reference_permitted(
+            self.reference_grants.values().map(|g| &*g.resource),
+            from,
+            to,
+        )
+    }
+
     /// WasmPlugins in Istio's chain order (phase, priority descending with unset = `i32::MIN`,
     /// creation time, name, namespace; then first-seen sequence).
     pub fn wasm_plugins_in_order(&self) -> Vec<&Sourced<WasmPlugin>> {
@@ -175,6 +208,8 @@ impl Snapshot {
             && self.services == other.services
             && self.secrets == other.secrets
             && self.wasm_plugins == other.wasm_plugins
+            && self.reference_grants == other.reference_grants
+            && self.namespaces == other.namespaces
             && self.ignored == other.ignored
             && self.rejected == other.rejected
             && self.warnings == other.warnings

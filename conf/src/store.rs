@@ -8,10 +8,13 @@
 //! - the same (kind, namespace, name) in two files: the first file by name wins (whether its version
 //!   is valid or not), the other is rejected with an error naming both files;
 //! - cross-resource facts are checked here: an HTTPS listener's certificateRef must name an existing
-//!   `kubernetes.io/tls` Secret (error: the Gateway version is rejected); an HTTPRoute parentRef to a
-//!   missing Gateway or listener, a WasmPlugin imagePullSecret that names no
+//!   `kubernetes.io/tls` Secret, in another namespace only if a ReferenceGrant there allows it
+//!   (error: the Gateway version is rejected); an HTTPRoute parentRef to a missing Gateway or
+//!   listener or to listeners whose `allowedRoutes` all refuse the route, a backendRef to another
+//!   namespace that no ReferenceGrant allows, a WasmPlugin imagePullSecret that names no
 //!   `kubernetes.io/dockerconfigjson` Secret in its namespace, and a listener whose port another
-//!   Gateway (first by namespace/name) already serves with a different protocol, are warnings;
+//!   Gateway (first by namespace/name) already serves with a different protocol, are warnings (the
+//!   gateway enforces them when it compiles routes);
 //! - a cross-resource error rejects only a version new in this reload; a kept last-good version
 //!   that now fails one is reported as a warning;
 //! - a document that cannot be identified (no kind, no name) keeps whatever was at the same
@@ -24,10 +27,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::allowed_routes::{HTTP_ROUTE_KIND, NotAllowed};
 use crate::error::ConfigError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Listener};
 use crate::meta::{Kind, NamespacedName, ResourceKey};
+use crate::namespace::{Namespace, namespace_labels};
 use crate::parse::{Document, Resource, parse_file};
+use crate::reference_grant::{
+    ObjectRef, ReferenceGrant, gateway_ref, http_route_ref, not_permitted, reference_permitted,
+};
 use crate::route::HttpRoute;
 use crate::secret::{SECRET_TYPE_DOCKER_CONFIG_JSON, SECRET_TYPE_TLS, Secret};
 use crate::service::Service;
@@ -168,6 +176,13 @@ fn diff(prev: &Snapshot, next: &Snapshot) -> ReloadReport {
         &next.wasm_plugins,
         &mut r,
     );
+    one(
+        Kind::ReferenceGrant,
+        &prev.reference_grants,
+        &next.reference_grants,
+        &mut r,
+    );
+    one(Kind::Namespace, &prev.namespaces, &next.namespaces, &mut r);
     r
 }
 
@@ -188,6 +203,8 @@ enum AnyResource {
     Service(Arc<Service>),
     Secret(Arc<Secret>),
     WasmPlugin(Arc<WasmPlugin>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    Namespace(Arc<Namespace>),
 }
 
 impl AnyResource {
@@ -198,6 +215,8 @@ impl AnyResource {
             Resource::Service(r) => AnyResource::Service(Arc::new(r)),
             Resource::Secret(r) => AnyResource::Secret(Arc::new(r)),
             Resource::WasmPlugin(r) => AnyResource::WasmPlugin(Arc::new(r)),
+            Resource::ReferenceGrant(r) => AnyResource::ReferenceGrant(Arc::new(r)),
+            Resource::Namespace(r) => AnyResource::Namespace(Arc::new(r)),
         }
     }
 
@@ -208,6 +227,8 @@ impl AnyResource {
             (AnyResource::Service(a), AnyResource::Service(b)) => a == b,
             (AnyResource::Secret(a), AnyResource::Secret(b)) => a == b,
             (AnyResource::WasmPlugin(a), AnyResource::WasmPlugin(b)) => a == b,
+            (AnyResource::ReferenceGrant(a), AnyResource::ReferenceGrant(b)) => a == b,
+            (AnyResource::Namespace(a), AnyResource::Namespace(b)) => a == b,
             _ => false,
         }
     }
@@ -465,6 +486,23 @@ impl<'a> Builder<'a> {
             })
             .collect();
 
+        let grants: Vec<Arc<ReferenceGrant>> = self
+            .in_force
+            .values()
+            .filter_map(|e| match &e.resource {
+                AnyResource::ReferenceGrant(g) => Some(g.clone()),
+                _ => None,
+            })
+            .collect();
+        let namespaces: HashMap<String, Arc<Namespace>> = self
+            .in_force
+            .iter()
+            .filter_map(|(k, e)| match &e.resource {
+                AnyResource::Namespace(n) => Some((k.name.clone(), n.clone())),
+                _ => None,
+            })
+            .collect();
+
         let mut problems: Vec<(ResourceKey, String, String, bool)> = Vec::new(); // (key, field, message, is_error)
         // All Gateways share the process's sockets: a port serves one protocol. The first Gateway
         // (by namespace/name) keeps the port; later conflicting listeners are reported.
@@ -501,6 +539,24 @@ impl<'a> Builder<'a> {
                         for (j, r) in tls.certificate_refs.iter().enumerate() {
                             let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
                             let field = format!("spec.listeners[{i}].tls.certificateRefs[{j}]");
+                            let from = gateway_ref(&key.namespace, &key.name);
+                            let to = ObjectRef {
+                                group: "",
+                                kind: "Secret",
+                                namespace: &ns,
+                                name: &r.name,
+                            };
+                            // Checked first: without a grant, whether the Secret exists is
+                            // none of this Gateway's business.
+                            if !reference_permitted(grants.iter().map(|g| &**g), &from, &to) {
+                                problems.push((
+                                    key.clone(),
+                                    field,
+                                    not_permitted(&from, &to),
+                                    true,
+                                ));
+                                continue;
+                            }
                             match secrets.get(&(ns.clone(), r.name.clone())) {
                                 None => problems.push((
                                     key.clone(),
@@ -523,6 +579,32 @@ impl<'a> Builder<'a> {
                     }
                 }
                 AnyResource::HttpRoute(route) => {
+                    let from = http_route_ref(&key.namespace, &key.name);
+                    for (i, rule) in route.spec.rules.iter().enumerate() {
+                        for (j, b) in rule.backend_refs.iter().enumerate() {
+                            let to = ObjectRef {
+                                group: &b.group,
+                                kind: &b.kind,
+                                namespace: b.namespace_or(&key.namespace),
+                                name: &b.name,
+                            };
+                            if !reference_permitted(grants.iter().map(|g| &**g), &from, &to) {
+                                problems.push((
+                                    key.clone(),
+                                    format!("spec.rules[{i}].backendRefs[{j}]"),
+                                    format!(
+                                        "{}; requests for this backend get 500",
+                                        not_permitted(&from, &to)
+                                    ),
+                                    false,
+                                ));
+                            }
+                        }
+                    }
+                    let labels = namespace_labels(
+                        &key.namespace,
+                        namespaces.get(&key.namespace).map(|n| &**n),
+                    );
                     for (i, parent) in route.spec.parent_refs.iter().enumerate() {
                         let ns = route.parent_namespace(parent).to_owned();
                         let field = format!("spec.parentRefs[{i}]");
@@ -570,9 +652,46 @@ impl<'a> Builder<'a> {
                                     })
                                     .filter(|l| parent.port.is_none_or(|p| p == l.port))
                                     .collect();
-                                if !listeners.is_empty()
+                                // Gateway API: and only where the listener's allowedRoutes allow.
+                                let verdicts: Vec<(&Listener, Result<(), NotAllowed>)> = listeners
+                                    .iter()
+                                    .map(|l| {
+                                        let v = l.allowed_routes.admits(
+                                            &ns,
+                                            &key.namespace,
+                                            HTTP_ROUTE_KIND,
+                                            &labels,
+                                        );
+                                        (*l, v)
+                                    })
+                                    .collect();
+                                let admitting: Vec<&Listener> = verdicts
+                                    .iter()
+                                    .filter(|(_, v)| v.is_ok())
+                                    .map(|(l, _)| *l)
+                                    .collect();
+                                if admitting.is_empty() && !verdicts.is_empty() {
+                                    let refusals: Vec<String> = verdicts
+                                        .iter()
+                                        .filter_map(|(l, v)| {
+                                            v.as_ref()
+                                                .err()
+                                                .map(|why| format!("listener {} ({why})", l.name))
+                                        })
+                                        .collect();
+                                    problems.push((
+                                        key.clone(),
+                                        field.clone(),
+                                        format!(
+                                            "not allowed by Gateway {ns}/{} {}: the route serves nothing there",
+                                            parent.name,
+                                            refusals.join(", ")
+                                        ),
+                                        false,
+                                    ));
+                                } else if !admitting.is_empty()
                                     && !route.spec.hostnames.is_empty()
-                                    && !listeners.iter().any(|l| {
+                                    && !admitting.iter().any(|l| {
                                         route.spec.hostnames.iter().any(|h| {
                                             l.hostname
                                                 .as_deref()
@@ -617,7 +736,10 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                AnyResource::Service(_) | AnyResource::Secret(_) => {}
+                AnyResource::Service(_)
+                | AnyResource::Secret(_)
+                | AnyResource::ReferenceGrant(_)
+                | AnyResource::Namespace(_) => {}
             }
         }
         // A new version with a cross-resource error is rejected as a whole (all its errors in one
@@ -686,6 +808,8 @@ impl<'a> Builder<'a> {
                 AnyResource::Service(r) => put!(services, r),
                 AnyResource::Secret(r) => put!(secrets, r),
                 AnyResource::WasmPlugin(r) => put!(wasm_plugins, r),
+                AnyResource::ReferenceGrant(r) => put!(reference_grants, r),
+                AnyResource::Namespace(r) => put!(namespaces, r),
             };
         }
         s
@@ -728,6 +852,8 @@ fn prev_entries(s: &Snapshot) -> impl Iterator<Item = (ResourceKey, &Path, usize
         .chain(it(Kind::Service, &s.services))
         .chain(it(Kind::Secret, &s.secrets))
         .chain(it(Kind::WasmPlugin, &s.wasm_plugins))
+        .chain(it(Kind::ReferenceGrant, &s.reference_grants))
+        .chain(it(Kind::Namespace, &s.namespaces))
 }
 
 fn prev_entry(s: &Snapshot, key: &ResourceKey) -> Option<Entry> {
@@ -749,6 +875,8 @@ fn prev_entry(s: &Snapshot, key: &ResourceKey) -> Option<Entry> {
         Kind::Service => get!(services, Service),
         Kind::Secret => get!(secrets, Secret),
         Kind::WasmPlugin => get!(wasm_plugins, WasmPlugin),
+        Kind::ReferenceGrant => get!(reference_grants, ReferenceGrant),
+        Kind::Namespace => get!(namespaces, Namespace),
         Kind::ServiceMeshExtension => None,
     }
 }

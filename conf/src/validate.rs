@@ -85,8 +85,12 @@ pub(crate) fn is_header_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
 }
 
-/// The metadata checks every resource gets.
-pub(crate) fn check_metadata(p: &mut Problems, meta: &crate::meta::ObjectMeta) {
+/// The metadata checks every resource gets. A cluster-scoped one has an empty namespace.
+pub(crate) fn check_metadata(
+    p: &mut Problems,
+    meta: &crate::meta::ObjectMeta,
+    cluster_scoped: bool,
+) {
     if meta.name.is_empty() {
         p.error("metadata.name", "required");
     } else if !is_dns_subdomain(&meta.name) {
@@ -98,7 +102,7 @@ pub(crate) fn check_metadata(p: &mut Problems, meta: &crate::meta::ObjectMeta) {
             ),
         );
     }
-    if !is_dns_label(&meta.namespace, crate::limits::MAX_NAMESPACE_LEN) {
+    if !cluster_scoped && !is_dns_label(&meta.namespace, crate::limits::MAX_NAMESPACE_LEN) {
         p.error(
             "metadata.namespace",
             format!(

@@ -71,6 +71,16 @@ pub struct Resources<'a> {
     pub secrets: HashMap<(&'a str, &'a str), &'a conf::Secret>,
     /// WasmPlugins in Istio's chain order (`Snapshot::wasm_plugins_in_order`).
     pub wasm_plugins: Vec<&'a conf::WasmPlugin>,
+    /// Cross-namespace backendRefs and certificateRefs need one of these.
+    pub reference_grants: Vec<&'a conf::ReferenceGrant>,
+    /// By name; `allowedRoutes.namespaces.selector` matches their labels.
+    pub namespaces: HashMap<&'a str, &'a conf::Namespace>,
+}
+
+impl Resources<'_> {
+    fn reference_permitted(&self, from: &conf::ObjectRef<'_>, to: &conf::ObjectRef<'_>) -> bool {
+        conf::reference_permitted(self.reference_grants.iter().copied(), from, to)
+    }
 }
 
 /// Settings of the compiler that come from the command line.
@@ -100,14 +110,22 @@ pub fn compile(
     let routes: Vec<RouteInput<'_>> = res
         .routes
         .iter()
-        .map(|(route, age)| RouteInput { route, age: *age })
+        .map(|(route, age)| {
+            let ns = route.metadata.namespace.as_str();
+            RouteInput {
+                route,
+                age: *age,
+                namespace_labels: conf::namespace_labels(ns, res.namespaces.get(ns).copied()),
+            }
+        })
         .collect();
     let mut used = HashSet::new();
-    let mut backend_fn = |ns: &str, r: &conf::HttpBackendRef| -> Result<Arc<Backend>, String> {
-        let b = backend_for(res, backends, ns, r)?;
-        used.insert(b.key.clone());
-        Ok(b)
-    };
+    let mut backend_fn =
+        |ns: &str, route: &str, r: &conf::HttpBackendRef| -> Result<Arc<Backend>, String> {
+            let b = backend_for(res, backends, ns, route, r)?;
+            used.insert(b.key.clone());
+            Ok(b)
+        };
     let compiled = compile_routes(
         &listener_refs,
         &routes,
@@ -315,7 +333,7 @@ fn compile_listeners(
                 .as_deref()
                 .map_or(HostPattern::Any, HostPattern::parse);
             let cert = if l.is_https() {
-                match listener_cert(res, ns, l) {
+                match listener_cert(res, ns, &gw.metadata.name, l) {
                     Ok(c) => Some(c),
                     Err(e) => {
                         problem(e);
@@ -346,6 +364,7 @@ fn compile_listeners(
                 name: l.name.clone(),
                 port: l.port,
                 hostname,
+                allowed_routes: l.allowed_routes.clone(),
             });
         }
     }
@@ -364,6 +383,7 @@ fn compile_listeners(
 fn listener_cert(
     res: &Resources<'_>,
     gateway_ns: &str,
+    gateway: &str,
     l: &conf::Listener,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
     let tls = l.tls.as_ref().ok_or("HTTPS listener without tls")?;
@@ -372,6 +392,19 @@ fn listener_cert(
         .first()
         .ok_or("tls.certificateRefs is empty")?;
     let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
+    let to = conf::ObjectRef {
+        group: "",
+        kind: "Secret",
+        namespace: ns,
+        name: &r.name,
+    };
+    let from = conf::gateway_ref(gateway_ns, gateway);
+    if !res.reference_permitted(&from, &to) {
+        return Err(format!(
+            "tls.certificateRefs[0]: {}",
+            conf::not_permitted(&from, &to)
+        ));
+    }
     let secret = res
         .secrets
         .get(&(ns, r.name.as_str()))
@@ -383,11 +416,13 @@ fn listener_cert(
         .map_err(|e| format!("Secret {ns}/{}: {e}", r.name))
 }
 
-/// Resolves a backendRef: through a Service resource when one exists, else the name by DNS.
+/// Resolves a backendRef: through a Service resource when one exists, else the name by DNS. A
+/// Service in another namespace needs a ReferenceGrant there.
 fn backend_for(
     res: &Resources<'_>,
     backends: &Backends,
     route_ns: &str,
+    route: &str,
     r: &conf::HttpBackendRef,
 ) -> Result<Arc<Backend>, String> {
     if !(r.group.is_empty() || r.group == "core") || r.kind != "Service" {
@@ -397,6 +432,16 @@ fn backend_for(
         ));
     }
     let ns = r.namespace.as_deref().unwrap_or(route_ns);
+    let from = conf::http_route_ref(route_ns, route);
+    let to = conf::ObjectRef {
+        group: &r.group,
+        kind: &r.kind,
+        namespace: ns,
+        name: &r.name,
+    };
+    if !res.reference_permitted(&from, &to) {
+        return Err(conf::not_permitted(&from, &to));
+    }
     let port = r.port.ok_or("port is required")?;
     let key = BackendKey {
         namespace: ns.to_owned(),
@@ -474,6 +519,12 @@ pub fn dump(cfg: &CompiledConfig, backends: &Backends) -> serde_json::Value {
                             b.key.namespace, b.key.name, b.key.port
                         )
                     })
+                    .chain(
+                        e.rule
+                            .backends
+                            .refused()
+                            .map(|(why, w)| format!("refused weight={w}: {why}")),
+                    )
                     .collect(),
                 request_timeout_ms: e.rule.request_timeout.map(|t| t.as_millis()),
                 backend_timeout_ms: e.rule.backend_timeout.map(|t| t.as_millis()),

@@ -251,5 +251,11 @@ pub fn resources(s: &Snapshot) -> Resources<'_> {
             .into_iter()
             .map(|w| &*w.resource)
             .collect(),
+        reference_grants: s.reference_grants.values().map(|g| &*g.resource).collect(),
+        namespaces: s
+            .namespaces
+            .iter()
+            .map(|(k, v)| (k.name.as_str(), &*v.resource))
+            .collect(),
     }
 }

@@ -419,7 +419,6 @@ fn valid_fixtures_warn_only_about_ignored_and_deprecated_fields() {
     assert_eq!(
         warnings,
         [
-            "bookinfo-gateway.yaml[doc 0] Gateway default/bookinfo-gateway: spec.listeners[0].allowedRoutes: accepted but ignored by wasmgate",
             "header-append-sme.yaml[doc 0] ServiceMeshExtension istio-system/header-append: kind: ServiceMeshExtension is \
              deprecated: served as WasmPlugin istio-system/header-append (`wasmgate convert` prints it)",
             "plugins-full.yaml[doc 1] WasmPlugin web/everything: spec.verificationKey: accepted but ignored by wasmgate",

@@ -3,6 +3,7 @@
 mod golden;
 mod kinds;
 mod redaction;
+mod references;
 mod reload;
 mod robustness;
 mod support;

@@ -138,40 +138,79 @@ impl Backends {
 pub struct WeightedBackends {
     refs: Vec<(Arc<Backend>, u32)>,
     total: u64,
+    /// backendRefs that cannot be used (e.g. to another namespace without a ReferenceGrant), with
+    /// why and their weight: the Gateway API answers their share of the requests with a 500.
+    refused: Vec<(Arc<str>, u32)>,
+    refused_total: u64,
+}
+
+/// Why [`WeightedBackends::pick`] chose no backend; both answer 500 (Gateway API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoBackend<'a> {
+    /// No backendRefs, or every weight is 0.
+    ZeroWeight,
+    /// The request fell on the share of a refused backendRef (the reason).
+    Refused(&'a str),
 }
 
 impl WeightedBackends {
     pub fn new(refs: Vec<(Arc<Backend>, u32)>) -> Self {
+        Self::with_refused(refs, Vec::new())
+    }
+
+    /// Usable backends, and refused backendRefs `(reason, weight)` that keep their share.
+    pub fn with_refused(refs: Vec<(Arc<Backend>, u32)>, refused: Vec<(Arc<str>, u32)>) -> Self {
         let total = refs.iter().map(|(_, w)| u64::from(*w)).sum();
-        Self { refs, total }
+        let refused_total = refused.iter().map(|(_, w)| u64::from(*w)).sum();
+        Self {
+            refs,
+            total,
+            refused,
+            refused_total,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.refs.is_empty()
     }
 
-    /// A backend chosen in proportion to its weight. `None` when every weight is 0 (or there are
-    /// no backendRefs): the Gateway API then requires a 500.
-    pub fn pick(&self) -> Option<&Arc<Backend>> {
-        match self.refs.len() {
-            _ if self.total == 0 => None,
-            1 => Some(&self.refs[0].0),
-            _ => {
-                let mut x = rand::random_range(0..self.total);
-                for (b, w) in &self.refs {
-                    let w = u64::from(*w);
-                    if x < w {
-                        return Some(b);
-                    }
-                    x -= w;
-                }
-                None
-            }
+    /// A backend chosen in proportion to its weight, among usable and refused backendRefs alike.
+    /// `Err` when every weight is 0 (or there are no backendRefs), or the choice fell on a
+    /// refused backendRef: the Gateway API then requires a 500.
+    pub fn pick(&self) -> Result<&Arc<Backend>, NoBackend<'_>> {
+        let all = self.total + self.refused_total;
+        if all == 0 {
+            return Err(NoBackend::ZeroWeight);
         }
+        if self.refused_total == 0 && self.refs.len() == 1 {
+            return Ok(&self.refs[0].0);
+        }
+        let mut x = rand::random_range(0..all);
+        for (b, w) in &self.refs {
+            let w = u64::from(*w);
+            if x < w {
+                return Ok(b);
+            }
+            x -= w;
+        }
+        for (why, w) in &self.refused {
+            let w = u64::from(*w);
+            if x < w {
+                return Err(NoBackend::Refused(why));
+            }
+            x -= w;
+        }
+        Err(NoBackend::ZeroWeight)
     }
 
+    /// The usable backends.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<Backend>, u32)> {
         self.refs.iter().map(|(b, w)| (b, *w))
+    }
+
+    /// The refused backendRefs: `(reason, weight)`.
+    pub fn refused(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.refused.iter().map(|(why, w)| (&**why, *w))
     }
 }
 
@@ -200,7 +239,23 @@ mod tests {
         for _ in 0..200 {
             assert_eq!(w.pick().unwrap().key.name, "b");
         }
-        assert!(WeightedBackends::new(vec![(a, 0), (b, 0)]).pick().is_none());
+        assert_eq!(
+            WeightedBackends::new(vec![(a, 0), (b, 0)]).pick().err(),
+            Some(NoBackend::ZeroWeight)
+        );
+    }
+
+    #[test]
+    fn a_refused_backend_keeps_its_share_and_gets_none() {
+        let a = backend("a", "127.0.0.1:1");
+        let w = WeightedBackends::with_refused(vec![(a, 1)], vec![(Arc::from("no grant"), 1)]);
+        let n = 2000;
+        let refused = (0..n)
+            .filter(|_| w.pick().err() == Some(NoBackend::Refused("no grant")))
+            .count();
+        assert!((700..1300).contains(&refused), "{refused}");
+        let only = WeightedBackends::with_refused(vec![], vec![(Arc::from("no grant"), 1)]);
+        assert_eq!(only.pick().err(), Some(NoBackend::Refused("no grant")));
     }
 
     #[test]

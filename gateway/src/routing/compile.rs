@@ -1,7 +1,7 @@
 //! HTTPRoutes (as parsed and validated by `conf`) to routing entries: attachment to listeners,
 //! hostname intersection, matches, filters, backends and timeouts.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct ListenerRef {
     pub name: String,
     pub port: u16,
     pub hostname: HostPattern,
+    /// Which routes may attach (namespaces, kinds).
+    pub allowed_routes: conf::AllowedRoutes,
 }
 
 /// A route with its age for precedence: `(unix seconds, nanos, first-seen sequence)`, from
@@ -32,6 +34,8 @@ pub struct ListenerRef {
 pub struct RouteInput<'a> {
     pub route: &'a conf::HttpRoute,
     pub age: (i64, u32, u64),
+    /// The labels of the route's namespace (`allowedRoutes.namespaces.selector` reads them).
+    pub namespace_labels: BTreeMap<String, String>,
 }
 
 /// Why (part of) a route does not serve; shown in `/config_dump` and logged.
@@ -60,9 +64,10 @@ pub struct CompiledRoutes {
     pub problems: Vec<RouteProblem>,
 }
 
-/// Resolves a backendRef (in the route's namespace) to a shared backend, or explains why not.
+/// Resolves a backendRef of a route (`namespace`, `name`) to a shared backend, or explains why it
+/// is refused (its share of the rule's requests then gets a 500).
 pub type BackendFn<'a> =
-    dyn FnMut(&str, &conf::HttpBackendRef) -> Result<Arc<Backend>, String> + 'a;
+    dyn FnMut(&str, &str, &conf::HttpBackendRef) -> Result<Arc<Backend>, String> + 'a;
 
 /// Compiles every route against the listeners. Never fails as a whole: a part that cannot be used
 /// is left out and reported in [`CompiledRoutes::problems`].
@@ -122,12 +127,25 @@ fn compile_route(
     for (i, parent) in route.spec.parent_refs.iter().enumerate() {
         let ns = route.parent_namespace(parent);
         let mut attached = false;
+        // Listeners whose allowedRoutes refuse the route, with why.
+        let mut refusals = Vec::new();
+        let mut admitting = 0;
         for l in listeners.iter().filter(|l| {
             l.gateway_namespace == ns
                 && l.gateway == parent.name
                 && parent.section_name.as_ref().is_none_or(|s| *s == l.name)
                 && parent.port.is_none_or(|p| p == l.port)
         }) {
+            if let Err(why) = l.allowed_routes.admits(
+                ns,
+                &meta.namespace,
+                conf::allowed_routes::HTTP_ROUTE_KIND,
+                &input.namespace_labels,
+            ) {
+                refusals.push(format!("listener {} ({why})", l.name));
+                continue;
+            }
+            admitting += 1;
             let hosts: Vec<HostPattern> = route_hosts
                 .iter()
                 .filter_map(|h| h.intersect(&l.hostname))
@@ -149,7 +167,17 @@ fn compile_route(
                 }
             }
         }
-        if !attached {
+        if !attached && admitting == 0 && !refusals.is_empty() {
+            problem(
+                out,
+                format!("spec.parentRefs[{i}]"),
+                format!(
+                    "not attached: not allowed by Gateway {ns}/{} {}",
+                    parent.name,
+                    refusals.join(", ")
+                ),
+            );
+        } else if !attached {
             problem(
                 out,
                 format!("spec.parentRefs[{i}]"),
@@ -175,20 +203,16 @@ fn compile_route(
 
     for (ri, rule) in route.spec.rules.iter().enumerate() {
         let f = format!("spec.rules[{ri}]");
-        let compiled = match compile_rule(
-            &route_name,
-            ri,
-            rule,
-            &meta.namespace,
-            backend,
-            default_timeout,
-        ) {
+        let compiled = match compile_rule(&route_name, ri, rule, meta, backend, default_timeout) {
             Ok(c) => c,
             Err((field, message)) => {
                 problem(out, format!("{f}.{field}"), message);
                 continue;
             }
         };
+        for (field, message) in compiled.refused {
+            problem(out, format!("{f}.{field}"), message);
+        }
         let mut rule = compiled.rule;
         rule.ok_counter = metrics.map(|m| m.ok_counter(&route_name));
         let rule_arc = Arc::new(rule);
@@ -219,6 +243,8 @@ fn compile_route(
 struct CompiledRule {
     rule: Rule,
     matches: Vec<RouteMatch>,
+    /// backendRefs refused (the rule still serves; their share gets 500), to report.
+    refused: Vec<FieldError>,
 }
 
 type FieldError = (String, String);
@@ -227,7 +253,7 @@ fn compile_rule(
     route_name: &str,
     index: usize,
     rule: &conf::HttpRouteRule,
-    namespace: &str,
+    route: &conf::ObjectMeta,
     backend: &mut BackendFn<'_>,
     default_timeout: Option<Duration>,
 ) -> Result<CompiledRule, FieldError> {
@@ -242,10 +268,22 @@ fn compile_rule(
     };
     let filters = compile_filters(&rule.filters)?;
 
+    // Gateway API: an invalid backendRef does not drop the rule; the requests that would have
+    // gone to it get a 500, in proportion to its weight.
     let mut refs = Vec::with_capacity(rule.backend_refs.len());
+    let mut refused = Vec::new();
+    let mut refused_weights = Vec::new();
     for (i, r) in rule.backend_refs.iter().enumerate() {
-        let b = backend(namespace, r).map_err(|e| (format!("backendRefs[{i}]"), e))?;
-        refs.push((b, r.weight));
+        match backend(&route.namespace, &route.name, r) {
+            Ok(b) => refs.push((b, r.weight)),
+            Err(e) => {
+                refused_weights.push((Arc::from(e.as_str()), r.weight));
+                refused.push((
+                    format!("backendRefs[{i}]"),
+                    format!("{e}; requests for this backend get 500"),
+                ));
+            }
+        }
     }
     // An explicit "0s" disables a timeout; an absent `request` keeps the default.
     let request_timeout = match rule.timeouts.as_ref().and_then(|t| t.request.as_ref()) {
@@ -261,12 +299,13 @@ fn compile_rule(
             route: Arc::from(route_name),
             rule_index: index,
             filters,
-            backends: WeightedBackends::new(refs),
+            backends: WeightedBackends::with_refused(refs, refused_weights),
             request_timeout,
             backend_timeout,
             ok_counter: None,
         },
         matches,
+        refused,
     })
 }
 

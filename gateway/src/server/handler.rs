@@ -14,7 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::errors;
 use crate::access_log::{self, AccessRecord};
-use crate::backends::Backend;
+use crate::backends::{Backend, NoBackend};
 use crate::config::{CompiledConfig, SharedConfig};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -144,20 +144,26 @@ impl Gateway {
             return Ok(true);
         }
 
-        let Some(backend) = rule.backends.pick() else {
-            let route = rule.route.clone();
-            ctx.rule = Some(rule);
-            // The plugins of the gateway and the route still run, and see the 500 as a response.
-            if let Some(chain) = chains.as_ref().and_then(|c| c.for_no_backend()).cloned() {
-                let host = host.to_string();
-                if run_request_chain(ds, ctx, chain, scheme, &host).await? {
-                    return Ok(true);
+        let backend = match rule.backends.pick() {
+            Ok(b) => b,
+            Err(why) => {
+                let message = match why {
+                    NoBackend::ZeroWeight => {
+                        format!("route {} has no backend with weight > 0", rule.route)
+                    }
+                    NoBackend::Refused(why) => format!("route {}: {why}", rule.route),
+                };
+                ctx.rule = Some(rule);
+                // The plugins of the gateway and the route still run, and see the 500 as a
+                // response.
+                if let Some(chain) = chains.as_ref().and_then(|c| c.for_no_backend()).cloned() {
+                    let host = host.to_string();
+                    if run_request_chain(ds, ctx, chain, scheme, &host).await? {
+                        return Ok(true);
+                    }
                 }
+                return Error::e_explain(errors::NO_BACKEND, message);
             }
-            return Error::e_explain(
-                errors::NO_BACKEND,
-                format!("route {route} has no backend with weight > 0"),
-            );
         };
         let chain = chains
             .as_ref()
