@@ -5,13 +5,13 @@ use oci_client::Reference;
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 
-use super::body::{check_digest, error_body};
-use super::errors::{Stage, registry_answer};
+use super::body::{check_digest, expect_ok, read_body};
+use super::errors::Stage;
 use super::{OciFetcher, Transport, v2_url};
 use crate::error::FetchError;
 use crate::location::OciLocation;
 use crate::options::FetcherOptions;
-use crate::transport::{read_limited, with_retries};
+use crate::transport::with_retries;
 
 impl OciFetcher {
     /// Streams one blob with retries, verifying its digest and bounding its size.
@@ -54,13 +54,8 @@ impl OciFetcher {
         let resp = self
             .send(stage, transport, reference, auth, what, &url, None)
             .await?;
-        let status = resp.status();
-        if status != reqwest::StatusCode::OK {
-            let body = error_body(resp).await;
-            return Err(stage.registry(what, registry_answer(status, &body, &url)));
-        }
-        let declared = resp.content_length();
-        let data = read_limited(resp.bytes_stream(), declared, limit, what).await?;
+        let resp = expect_ok(stage, resp, what, &url).await?;
+        let data = read_body(stage, resp, limit, what).await?;
         if data.len() as u64 != layer.size as u64 {
             return Err(FetchError::Download {
                 url: what.to_owned(),

@@ -1,9 +1,9 @@
-//! Reading what a registry answers: whole bodies within a limit, the start of error bodies,
-//! and content checked against its digest.
+//! Reading what a registry answers: whole bodies within a limit, errors from the start of
+//! their bodies, and content checked against its digest.
 
 use oci_client::errors::{DigestError, OciDistributionError};
 
-use super::errors::Stage;
+use super::errors::{Stage, registry_answer};
 use crate::error::FetchError;
 use crate::options::MAX_ERROR_BODY;
 use crate::transport::read_limited;
@@ -28,8 +28,24 @@ pub(super) async fn read_body(
         })
 }
 
+/// The answer if it is a 200; else the registry's error, classified from its status and the
+/// start of its body as oci-client classifies it.
+pub(super) async fn expect_ok(
+    stage: Stage,
+    resp: reqwest::Response,
+    what: &str,
+    url: &str,
+) -> Result<reqwest::Response, FetchError> {
+    let status = resp.status();
+    if status != reqwest::StatusCode::OK {
+        let body = error_body(resp).await;
+        return Err(stage.registry(what, registry_answer(status, &body, url)));
+    }
+    Ok(resp)
+}
+
 /// The start of an error answer's body, for its message; a body that breaks off is cut there.
-pub(super) async fn error_body(resp: reqwest::Response) -> Vec<u8> {
+async fn error_body(resp: reqwest::Response) -> Vec<u8> {
     use futures::StreamExt as _;
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();

@@ -2,9 +2,9 @@
 //! asked once per registry, with the token realm checked against the guard before any token
 //! request goes to it.
 
-use super::{OciFetcher, lock};
+use super::errors::Stage;
+use super::{OciFetcher, Transport, lock};
 use crate::error::FetchError;
-use crate::transport::{blocked, error_chain};
 
 /// How a registry asks for credentials on `/v2/` (distribution's token authentication).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,27 +28,19 @@ impl OciFetcher {
     pub(super) async fn challenge(
         &self,
         registry: &str,
-        plain_http: bool,
-        insecure: bool,
+        transport: Transport,
     ) -> Result<Challenge, FetchError> {
-        let key = (registry.to_owned(), plain_http);
+        let key = (registry.to_owned(), transport.plain_http);
         if let Some(known) = lock(&self.challenges).get(&key) {
             return Ok(known.clone());
         }
-        let scheme = if plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{registry}/v2/");
+        let url = format!("{}://{registry}/v2/", transport.scheme());
         let resp = self
-            .guarded_client(insecure)
+            .guarded_client(transport.insecure)
             .get(&url)
             .send()
             .await
-            .map_err(|e| {
-                blocked(&e).unwrap_or_else(|| FetchError::Manifest {
-                    reference: registry.to_owned(),
-                    status: None,
-                    detail: error_chain(&e.without_url()),
-                })
-            })?;
+            .map_err(|e| Stage::Manifest.send_error(registry, e))?;
         let challenge = resp
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)

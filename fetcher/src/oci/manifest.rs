@@ -10,8 +10,8 @@ use oci_client::manifest::{
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
-use super::body::{check_digest, error_body, read_body};
-use super::errors::{Stage, registry_answer};
+use super::body::{check_digest, expect_ok, read_body};
+use super::errors::Stage;
 use super::{OciFetcher, Transport, v2_url};
 use crate::error::FetchError;
 use crate::location::OciLocation;
@@ -141,11 +141,7 @@ impl OciFetcher {
                 Some(&accept),
             )
             .await?;
-        let status = resp.status();
-        if status != reqwest::StatusCode::OK {
-            let body = error_body(resp).await;
-            return Err(stage.registry(shown, registry_answer(status, &body, &url)));
-        }
+        let resp = expect_ok(stage, resp, shown, &url).await?;
         let header_digest = resp
             .headers()
             .get("docker-content-digest")

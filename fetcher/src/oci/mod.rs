@@ -137,13 +137,13 @@ impl OciFetcher {
         let endpoint = registry_endpoint(registry);
         let attempt = |plain_http: bool| {
             let op = &op;
+            let transport = Transport {
+                plain_http,
+                insecure,
+            };
             async move {
-                self.challenge(endpoint, plain_http, insecure).await?;
-                op(Transport {
-                    plain_http,
-                    insecure,
-                })
-                .await
+                self.challenge(endpoint, transport).await?;
+                op(transport).await
             }
         };
         let known_plain = insecure && lock(&self.plain_http).contains(registry);

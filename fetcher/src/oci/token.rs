@@ -93,9 +93,7 @@ impl OciFetcher {
             return Ok((request.bearer_auth(token), false));
         }
         let registry = reference.resolve_registry();
-        let challenge = self
-            .challenge(registry, transport.plain_http, transport.insecure)
-            .await?;
+        let challenge = self.challenge(registry, transport).await?;
         let (realm, service) = match (challenge, auth) {
             (Challenge::Basic, RegistryAuth::Basic(user, pass)) => {
                 return Ok((request.basic_auth(user, Some(pass)), false));
