@@ -28,31 +28,21 @@ impl OciFetcher {
         let is_docker = m.media_type.as_deref() == Some(DOCKER_MANIFEST);
         let mut failures = Vec::new();
 
-        // 1. Docker image: the last layer must be a gzipped tar holding plugin.wasm.
-        if is_docker {
+        // 1. Docker image (only for a Docker manifest), 2. OCI image: the last layer must be a
+        // gzipped tar holding plugin.wasm.
+        let docker = is_docker.then_some(("Docker image", DOCKER_LAYER_GZIP));
+        for (kind, want) in docker.into_iter().chain([("OCI image", OCI_LAYER_GZIP)]) {
             match last {
-                Some(l) if l.media_type == DOCKER_LAYER_GZIP => {
+                Some(l) if l.media_type == want => {
                     let layer = self.blob(opts, loc, auth, l).await?;
                     return module_from_tar_gz(&layer, limit, &shown);
                 }
                 Some(l) => failures.push(format!(
-                    "Docker image: last layer has media type {:?}, want {DOCKER_LAYER_GZIP:?}",
+                    "{kind}: last layer has media type {:?}, want {want:?}",
                     l.media_type
                 )),
-                None => failures.push("Docker image: no layers".to_owned()),
+                None => failures.push(format!("{kind}: no layers")),
             }
-        }
-        // 2. OCI image.
-        match last {
-            Some(l) if l.media_type == OCI_LAYER_GZIP => {
-                let layer = self.blob(opts, loc, auth, l).await?;
-                return module_from_tar_gz(&layer, limit, &shown);
-            }
-            Some(l) => failures.push(format!(
-                "OCI image: last layer has media type {:?}, want {OCI_LAYER_GZIP:?}",
-                l.media_type
-            )),
-            None => failures.push("OCI image: no layers".to_owned()),
         }
         // 3. Wasm artifact: the raw module in the layer of the proxy-wasm media type. Istio
         // wants exactly two layers; beyond Istio, any manifest with exactly one such layer.
