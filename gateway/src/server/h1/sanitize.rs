@@ -121,11 +121,12 @@ pub fn downstream_response(
             resp.status,
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
         );
+    // The lookups last, `Content-Length` first: most responses have it.
     if !no_body
-        && !resp.status.is_informational()
-        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
-        && !resp.headers.contains_key(header::CONTENT_LENGTH)
         && !end_of_stream
+        && !resp.status.is_informational()
+        && !resp.headers.contains_key(header::CONTENT_LENGTH)
+        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
     {
         // HTTP/1.0 has no chunked encoding.
         resp.set_version(Version::HTTP_11);
