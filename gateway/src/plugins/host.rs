@@ -1,12 +1,13 @@
 //! The gateway side of the runtime's [`Host`] seam: logs through `tracing`, HTTP calls to the
-//! gateway's backends on tokio, and host-level properties.
+//! gateway's backends on tokio, gRPC streams ([`super::grpc_stream`]), and host-level properties.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmgate_runtime::{
-    CallCompletion, CallResponse, GrpcCall, HeaderList, Host, HttpCall, LogLevel, Status,
+    CallCompletion, CallResponse, GrpcCall, GrpcStream, GrpcStreamEvents, GrpcStreamSink,
+    HeaderList, Host, HttpCall, LogLevel, Status,
 };
 
 use crate::backends::{Backend, Backends};
@@ -65,6 +66,18 @@ impl Host for GatewayHost {
         tracing::warn!(upstream = %call.upstream, "gRPC calls from plugins are not supported yet");
         drop(done);
         Ok(())
+    }
+
+    fn open_grpc_stream(
+        &self,
+        stream: GrpcStream,
+        events: GrpcStreamEvents,
+    ) -> Result<Box<dyn GrpcStreamSink>, Status> {
+        let backend =
+            find_upstream(&self.backends, &stream.upstream).ok_or(Status::InternalFailure)?;
+        // On the worker whose plugin opened the stream, so its events are delivered there.
+        let tokio = tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.tokio.clone());
+        Ok(super::grpc_stream::open(&tokio, backend, stream, events))
     }
 }
 

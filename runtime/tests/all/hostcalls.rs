@@ -443,10 +443,12 @@ fn grpc_call_success_and_failure_reach_the_plugin() {
 }
 
 #[test]
-fn grpc_streams_answer_unimplemented() {
+fn grpc_stream_refused_by_host_and_tokens_checked_by_kind() {
     let (e, plugin) = setup();
     let (_, _, logs, _) = run(&e, &plugin, "grpc-stream", &[]);
-    assert_eq!(statuses(&logs), [12, 12, 1, 1]);
+    // The host knows no stream upstream: InternalFailure. Send on token 1 (a unary-call id by
+    // Envoy's callout scheme): BadArgument. Cancel/close of an unknown call id: NotFound.
+    assert_eq!(statuses(&logs), [10, 2, 1, 1]);
 }
 
 #[test]
