@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::channel::mpsc;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use wasmgate_e2e::upstream::refused_addr;
 use wasmgate_e2e::*;
 
 /// What the server saw of each stream, in order: `path`, `x-from`, `msg:<m>` per message, then
@@ -27,7 +29,8 @@ fn frame(message: &[u8]) -> Bytes {
 
 /// A bidirectional echo service on h2c: initial metadata `x-server-md: m1`, one `echo:<m>` per
 /// message as it arrives, and when the client half-closes, trailers `grpc-status: 0`,
-/// `grpc-message: all done` (percent-encoded) and `x-server-trailer: t`.
+/// `grpc-message: all done` (percent-encoded) and `x-server-trailer: t`. The third stream is
+/// refused with a trailers-only response: `grpc-status: 7`, `grpc-message: denied!`.
 async fn grpc_server(log: Log) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -47,7 +50,7 @@ async fn grpc_server(log: Log) -> SocketAddr {
     addr
 }
 
-type Reply = StreamBody<mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>>;
+type Reply = BoxBody<Bytes, Infallible>;
 
 async fn echo(req: http::Request<Incoming>, log: Log) -> Result<http::Response<Reply>, Infallible> {
     let index = {
@@ -67,6 +70,15 @@ async fn echo(req: http::Request<Incoming>, log: Log) -> Result<http::Response<R
         ]);
         log.len() - 1
     };
+    if index == 2 {
+        return Ok(http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "7")
+            .header("grpc-message", "denied%21")
+            .header("x-server-trailer", "t")
+            .body(Empty::new().boxed())
+            .unwrap());
+    }
     let (tx, rx) = mpsc::unbounded();
     let mut body = req.into_body();
     tokio::spawn(async move {
@@ -108,7 +120,7 @@ async fn echo(req: http::Request<Incoming>, log: Log) -> Result<http::Response<R
     Ok(http::Response::builder()
         .header("content-type", "application/grpc")
         .header("x-server-md", "m1")
-        .body(StreamBody::new(rx))
+        .body(StreamBody::new(rx).boxed())
         .unwrap())
 }
 
@@ -119,9 +131,9 @@ fn dist(name: &str) -> String {
     )
 }
 
-async fn get(port: u16, test: &str) -> (u16, reqwest::header::HeaderMap, String) {
+async fn get(port: u16, path: &str, test: &str) -> (u16, reqwest::header::HeaderMap, String) {
     let r = client()
-        .get(format!("http://127.0.0.1:{port}/x"))
+        .get(format!("http://127.0.0.1:{port}{path}"))
         .header("x-test", test)
         .send()
         .await
@@ -141,21 +153,27 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
     dir.write(
         "services.yaml",
         &format!(
-            "{}---\n{}",
+            "{}---\n{}---\n{}",
             service_yaml("a", 80, &[up.addr]),
-            service_yaml("hostcalls-grpc", 50051, &[grpc])
+            service_yaml("hostcalls-grpc", 50051, &[grpc]),
+            service_yaml("grpc-down", 50052, &[refused_addr()])
         ),
     );
+    // Route `r` runs the plugin against the echo server, route `down` against a refused address.
     dir.write(
         "route.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /x}}]\n    backendRefs: [{name: a, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /grpc}}]\n    backendRefs: [{name: hostcalls-grpc, port: 50051}]\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /x}}]\n    backendRefs: [{name: a, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /grpc}}]\n    backendRefs: [{name: hostcalls-grpc, port: 50051}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: down}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /down}}]\n    backendRefs: [{name: a, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /grpc-down}}]\n    backendRefs: [{name: grpc-down, port: 50052}]\n",
     );
-    dir.write(
-        "hostcalls.yaml",
-        &format!(
-            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: hostcalls}}\nspec:\n  url: {}\n  targetRefs: [{{kind: HTTPRoute, group: gateway.networking.k8s.io, name: r}}]\n",
+    let plugin = |name: &str, route: &str, config: &str| {
+        format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: {name}}}\nspec:\n  url: {}\n  pluginConfig: {config}\n  targetRefs: [{{kind: HTTPRoute, group: gateway.networking.k8s.io, name: {route}}}]\n",
             dist("hostcalls")
-        ),
+        )
+    };
+    dir.write("hostcalls.yaml", &plugin("hostcalls", "r", "{}"));
+    dir.write(
+        "hostcalls-down.yaml",
+        &plugin("hostcalls-down", "down", "{grpc_upstream: grpc-down}"),
     );
     let cache = tempfile::tempdir().expect("cache");
     let _gw = Gateway::start_with(
@@ -166,7 +184,7 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
 
     // Three messages then a half-close: each arrives in order, each echo comes back as its own
     // message, then trailing metadata and the status from the trailers.
-    let (s, h, body) = get(port, "grpc-stream").await;
+    let (s, h, body) = get(port, "/x", "grpc-stream").await;
     assert_eq!(s, 200, "{body} {h:?}");
     let header = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_string());
     assert_eq!(header("x-grpc-stream-initial").as_deref(), Some("m1"));
@@ -199,7 +217,7 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
 
     // Cancel at the first reply: the server sees the stream reset, not a half-close, and the
     // plugin gets no close callback.
-    let (s, h, body) = get(port, "grpc-stream-cancel").await;
+    let (s, h, body) = get(port, "/x", "grpc-stream-cancel").await;
     assert_eq!(s, 200, "{body} {h:?}");
     assert_eq!(h["x-grpc-stream-messages"], "echo:one");
     assert_eq!(h["x-grpc-stream-cancelled"], "true");
@@ -214,4 +232,20 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
     })
     .await;
     assert_eq!(log.lock().unwrap()[1][3], "msg:one");
+
+    // Trailers-only refusal: empty initial metadata, the headers as trailing metadata, the status
+    // and percent-decoded message from them, no message.
+    let (s, h, body) = get(port, "/x", "grpc-stream").await;
+    assert_eq!(s, 200, "{body} {h:?}");
+    assert_eq!(h["x-grpc-stream-initial-count"], "0");
+    assert_eq!(h["x-grpc-stream-trailer"], "t");
+    assert_eq!(h["x-grpc-stream-messages"], "");
+    assert_eq!(h["x-grpc-stream-close"], "7");
+    assert_eq!(h["x-grpc-stream-close-message"], "denied!");
+
+    // Nothing listens upstream: the stream closes with 14 UNAVAILABLE, no metadata before it.
+    let (s, h, body) = get(port, "/down", "grpc-stream").await;
+    assert_eq!(s, 200, "{body} {h:?}");
+    assert_eq!(h["x-grpc-stream-close"], "14");
+    assert!(h.get("x-grpc-stream-initial").is_none(), "{h:?}");
 }
