@@ -1,6 +1,7 @@
 //! gRPC streams from plugins (`proxy_grpc_stream`, `proxy_grpc_send`, `proxy_grpc_close`,
-//! `proxy_grpc_cancel`) against a real HTTP/2 gRPC server on loopback, driven by the `hostcalls`
-//! plugin's `grpc-stream` and `grpc-stream-cancel` scenarios.
+//! `proxy_grpc_cancel`) and unary calls (`proxy_grpc_call`) against a real HTTP/2 gRPC server on
+//! loopback, driven by the `hostcalls` plugin's `grpc-stream`, `grpc-stream-cancel` and
+//! `grpc-call` scenarios.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -248,4 +249,23 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
     assert_eq!(s, 200, "{body} {h:?}");
     assert_eq!(h["x-grpc-stream-close"], "14");
     assert!(h.get("x-grpc-stream-initial").is_none(), "{h:?}");
+
+    // A unary call rides the same machinery: one message with END_STREAM, the echo back, status 0.
+    let (s, h, body) = get(port, "/x", "grpc-call").await;
+    assert_eq!(s, 200, "{body} {h:?}");
+    assert_eq!(h["x-grpc-status"], "0");
+    assert_eq!(h["x-grpc-body"], "echo:ping");
+    assert_eq!(
+        log.lock().unwrap()[3],
+        [
+            "/hostcalls.Echo/Ping",
+            "x-from:hostcalls",
+            "content-type:application/grpc",
+            "msg:ping",
+            "end"
+        ]
+    );
+    let (s, _, body) = get(port, "/down", "grpc-call").await;
+    assert_eq!(s, 503, "{body}");
+    assert!(body.starts_with("grpc call failed: status 14"), "{body}");
 }

@@ -1,6 +1,6 @@
-//! gRPC streams plugins open (`proxy_grpc_stream`): one HTTP/2 (h2c, prior knowledge) request to
-//! a backend address per stream, `POST /{service}/{method}`, 5-byte length-prefixed messages both
-//! ways. Statuses follow Envoy's gRPC async client (`AsyncStreamImpl`): a failure before the
+//! gRPC streams plugins open (`proxy_grpc_stream`), and unary calls (`proxy_grpc_call`) as a
+//! stream of one message: one HTTP/2 (h2c, prior knowledge) request to a backend address per
+//! stream, `POST /{service}/{method}`, 5-byte length-prefixed messages both ways. Statuses follow Envoy's gRPC async client (`AsyncStreamImpl`): a failure before the
 //! response headers is 14 UNAVAILABLE, a reset after them 13 INTERNAL, a body that ends without
 //! trailers 2 UNKNOWN, a non-200 response without `grpc-status` 1 CANCELLED.
 
@@ -14,14 +14,20 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
-use wasmgate_runtime::{GrpcStream, GrpcStreamEvents, GrpcStreamSink, HeaderList};
+use wasmgate_runtime::{
+    CallCompletion, CallResponse, GrpcCall, GrpcStream, GrpcStreamEvents, GrpcStreamSink,
+    HeaderList,
+};
 
 use crate::backends::Backend;
-use crate::limits::{GRPC_STREAM_MAX_MESSAGE_BYTES, UPSTREAM_CONNECT_TIMEOUT};
+use crate::limits::{
+    GRPC_STREAM_MAX_MESSAGE_BYTES, PLUGIN_PAUSE_TIMEOUT, UPSTREAM_CONNECT_TIMEOUT,
+};
 
 /// gRPC status codes used here (grpc/doc/statuscodes.md).
 const CANCELLED: u32 = 1;
 const UNKNOWN: u32 = 2;
+const DEADLINE_EXCEEDED: u32 = 4;
 const RESOURCE_EXHAUSTED: u32 = 8;
 const INTERNAL: u32 = 13;
 const UNAVAILABLE: u32 = 14;
@@ -35,8 +41,106 @@ pub fn open(
     events: GrpcStreamEvents,
 ) -> Box<dyn GrpcStreamSink> {
     let (commands, rx) = mpsc::unbounded_channel();
-    tokio.spawn(run(backend, stream, rx, events));
+    tokio.spawn(run(backend, stream, rx, Some(events)));
     Box::new(Sink { commands })
+}
+
+/// A unary call as Envoy's `AsyncRequestImpl`: the message with END_STREAM, then success only with
+/// status 0 and a message (status 0 without one is 13 INTERNAL); the timeout (default
+/// `PLUGIN_PAUSE_TIMEOUT`) is 4 DEADLINE_EXCEEDED. The answer goes to `done` on `tokio`'s thread.
+pub fn call(
+    tokio: &tokio::runtime::Handle,
+    backend: Arc<Backend>,
+    call: GrpcCall,
+    done: CallCompletion,
+) {
+    let (commands, rx) = mpsc::unbounded_channel();
+    let _ = commands.send(Command::Message(frame(&call.message), true));
+    let stream = GrpcStream {
+        upstream: call.upstream,
+        service: call.service,
+        method: call.method,
+        initial_metadata: call.initial_metadata,
+    };
+    // As HTTP calls: a call without a timeout is still bounded, by how long a plugin may pause.
+    let timeout = call.timeout.unwrap_or(PLUGIN_PAUSE_TIMEOUT);
+    tokio.spawn(async move {
+        // The sender lives as long as the call: dropping it would reset the stream.
+        let _commands = commands;
+        let mut unary = Unary::default();
+        let finished = tokio::time::timeout(timeout, run(backend, stream, rx, &mut unary))
+            .await
+            .is_ok();
+        let mut response = unary.response;
+        if !finished {
+            response.grpc_status = DEADLINE_EXCEEDED;
+            response.grpc_message = "deadline exceeded".into();
+        } else if response.grpc_status == 0 && unary.messages != 1 {
+            response.grpc_status = INTERNAL;
+            response.grpc_message.clear();
+        }
+        done.complete(response);
+    });
+}
+
+/// Where a stream's events go: the plugin's stream, or a unary call's answer.
+trait Report {
+    fn initial_metadata(&mut self, metadata: HeaderList);
+    fn message(&mut self, message: Vec<u8>);
+    fn trailing_metadata(&mut self, metadata: HeaderList);
+    fn close(&mut self, status: u32, message: &str);
+}
+
+impl Report for Option<GrpcStreamEvents> {
+    fn initial_metadata(&mut self, metadata: HeaderList) {
+        if let Some(e) = self {
+            e.initial_metadata(metadata);
+        }
+    }
+
+    fn message(&mut self, message: Vec<u8>) {
+        if let Some(e) = self {
+            e.message(message);
+        }
+    }
+
+    fn trailing_metadata(&mut self, metadata: HeaderList) {
+        if let Some(e) = self {
+            e.trailing_metadata(metadata);
+        }
+    }
+
+    fn close(&mut self, status: u32, message: &str) {
+        if let Some(e) = self.take() {
+            e.close(status, message);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Unary {
+    response: CallResponse,
+    messages: usize,
+}
+
+impl Report for &mut Unary {
+    fn initial_metadata(&mut self, metadata: HeaderList) {
+        self.response.headers = metadata;
+    }
+
+    fn message(&mut self, message: Vec<u8>) {
+        self.messages += 1;
+        self.response.body = message;
+    }
+
+    fn trailing_metadata(&mut self, metadata: HeaderList) {
+        self.response.trailers = metadata;
+    }
+
+    fn close(&mut self, status: u32, message: &str) {
+        self.response.grpc_status = status;
+        self.response.grpc_message = message.to_owned();
+    }
 }
 
 enum Command {
@@ -113,7 +217,7 @@ async fn run(
     backend: Arc<Backend>,
     stream: GrpcStream,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    events: GrpcStreamEvents,
+    mut events: impl Report,
 ) {
     let (body_tx, body_rx) = mpsc::unbounded_channel();
     let mut body_tx = Some(body_tx);
@@ -149,7 +253,7 @@ async fn run(
         }
         let (status, message) = grpc_status_of(&parts.headers);
         events.trailing_metadata(metadata);
-        events.close(status, message);
+        events.close(status, &message);
         return;
     }
     events.initial_metadata(metadata);
@@ -186,7 +290,7 @@ async fn run(
                             Ok(Some(message)) => events.message(message),
                             Ok(None) => break,
                             Err((status, message)) => {
-                                events.close(status, message);
+                                events.close(status, &message);
                                 return;
                             }
                         }
@@ -196,7 +300,7 @@ async fn run(
                     if let Ok(trailers) = frame.into_trailers() {
                         let (status, message) = grpc_status_of(&trailers);
                         events.trailing_metadata(header_list(None, &trailers));
-                        events.close(status, message);
+                        events.close(status, &message);
                         return;
                     }
                 }

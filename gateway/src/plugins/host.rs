@@ -60,11 +60,10 @@ impl Host for GatewayHost {
     }
 
     fn dispatch_grpc_call(&self, call: GrpcCall, done: CallCompletion) -> Result<(), Status> {
-        // gRPC calls from plugins are not implemented yet: an unknown upstream answers
-        // BadArgument as Envoy does; a known one fails the call (14 UNAVAILABLE to the plugin).
-        find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
-        tracing::warn!(upstream = %call.upstream, "gRPC calls from plugins are not supported yet");
-        drop(done);
+        let backend = find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
+        // On the worker whose plugin made the call, as HTTP calls.
+        let tokio = tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.tokio.clone());
+        super::grpc_stream::call(&tokio, backend, call, done);
         Ok(())
     }
 
