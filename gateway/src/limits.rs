@@ -8,6 +8,9 @@ pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 10;
 /// module file reads and cache writes, DNS lookups. Beyond it, blocking work queues rather than
 /// adding threads (see `server::run`); two let a DNS lookup run while a module compiles.
 pub const CONTROL_BLOCKING_THREADS: usize = 2;
+/// One message a plugin's gRPC stream receives (gRPC's default `max_receive_message_length`);
+/// a larger one ends the stream with 8 RESOURCE_EXHAUSTED, as gRPC clients do.
+pub const GRPC_STREAM_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Route timeout when an HTTPRoute sets none (Envoy's default route timeout).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often backend names without a Service endpoint list are re-resolved by DNS.

@@ -9,12 +9,14 @@ use bytes::Bytes;
 
 use crate::abi::Status;
 use crate::error::RuntimeError;
-use crate::host::CallCompletion;
-use crate::plugin::Task;
-use crate::state::{Context, PluginMeta, RootCtx, Signal, StreamCtx, VmState};
+use crate::host::{CallCompletion, GrpcStreamEvents};
+use crate::plugin::{GrpcStreamEvent, Task};
+use crate::state::{
+    CalloutKind, Context, GrpcStreamEntry, PluginMeta, RootCtx, Signal, StreamCtx, VmState,
+};
 use crate::types::{
-    Action, CallResponse, FailAction, FailStrategy, GrpcCall, HeaderList, HttpCall, LocalReply,
-    Outcome, StreamInfo,
+    Action, CallResponse, FailAction, FailStrategy, GrpcCall, GrpcStream, HeaderList, HttpCall,
+    LocalReply, Outcome, StreamInfo,
 };
 use crate::vm::Vm;
 
@@ -444,6 +446,8 @@ pub(crate) fn on_delete(vm: &mut Vm, ctx: u32, done_already: bool) {
     let state = vm.store.data_mut();
     state.contexts.remove(&ctx);
     state.calls.retain(|_, owner| *owner != ctx);
+    // As Envoy's `~Context`: the streams a context opened are reset with it.
+    state.grpc_streams.retain(|_, s| s.ctx != ctx);
 }
 
 /// Runs a task delivered to this VM from outside a callback: a call response, a queue
@@ -478,6 +482,13 @@ pub(crate) fn run_task(vm: &mut Vm, task: Task) -> Result<(), RuntimeError> {
             }
             _ => Ok(()),
         },
+        Task::GrpcStream { token, event, .. } => {
+            let result = deliver_stream_event(vm, token, event, budget);
+            let state = vm.store.data_mut();
+            state.call_response = None;
+            state.last_status = (0, Vec::new());
+            result
+        }
         Task::Tick { root, .. } => match cb.tick.as_ref() {
             Some(f) if vm.store.data().contexts.contains_key(&root) => {
                 vm.call("proxy_on_tick", root, budget, |s| f.call(s, root as i32))
@@ -646,16 +657,23 @@ pub(crate) fn count_fail(plugin: &PluginMeta, outcome: &Outcome) {
     }
 }
 
-fn next_token(state: &mut VmState) -> u32 {
-    let token = state.next_token;
-    state.next_token = state.next_token.wrapping_add(1).max(1);
-    token
+/// The next callout id of a kind: Envoy's scheme, so a token alone tells a call from a stream.
+/// Skips 0 (never a valid token) and ids still in use after a wrap.
+fn next_token(state: &mut VmState, kind: CalloutKind) -> u32 {
+    let next = &mut state.next_callout[kind as usize];
+    loop {
+        *next = next.wrapping_add(4);
+        let id = *next;
+        if id != 0 && !state.calls.contains_key(&id) && !state.grpc_streams.contains_key(&id) {
+            return id;
+        }
+    }
 }
 
 /// `proxy_http_call`: registered before the host sees it, so a host that answers at once (even
 /// from inside `dispatch_http_call`) is delivered correctly, after the current callback.
 pub(crate) fn dispatch_http_call(state: &mut VmState, call: HttpCall) -> Result<u32, Status> {
-    let token = next_token(state);
+    let token = next_token(state, CalloutKind::HttpCall);
     state.calls.insert(token, state.effective_ctx);
     let done = CallCompletion::new(state.slot.clone(), state.generation, token, false);
     state
@@ -669,7 +687,7 @@ pub(crate) fn dispatch_http_call(state: &mut VmState, call: HttpCall) -> Result<
 }
 
 pub(crate) fn dispatch_grpc_call(state: &mut VmState, call: GrpcCall) -> Result<u32, Status> {
-    let token = next_token(state);
+    let token = next_token(state, CalloutKind::GrpcCall);
     state.calls.insert(token, state.effective_ctx);
     let done = CallCompletion::new(state.slot.clone(), state.generation, token, true);
     state
@@ -680,6 +698,163 @@ pub(crate) fn dispatch_grpc_call(state: &mut VmState, call: GrpcCall) -> Result<
             state.calls.remove(&token);
         })?;
     Ok(token)
+}
+
+/// `proxy_grpc_stream`: the stream is registered before the host sees it, so events the host
+/// reports at once are delivered after the current callback.
+pub(crate) fn open_grpc_stream(state: &mut VmState, stream: GrpcStream) -> Result<u32, Status> {
+    if state.grpc_streams.len() >= state.rt.limits.max_grpc_streams {
+        return Err(Status::InternalFailure);
+    }
+    let token = next_token(state, CalloutKind::GrpcStream);
+    let events = GrpcStreamEvents::new(state.slot.clone(), state.generation, token);
+    let sink = state.rt.host.open_grpc_stream(stream, events)?;
+    state.grpc_streams.insert(
+        token,
+        GrpcStreamEntry {
+            ctx: state.effective_ctx,
+            sink: Some(sink),
+            local_closed: false,
+            remote_closed: false,
+        },
+    );
+    Ok(token)
+}
+
+/// `proxy_grpc_send`, as Envoy's `grpcSend`: a call token is `BadArgument`, an unknown stream
+/// `NotFound`; a stream the upstream already ended accepts and drops the message.
+pub(crate) fn grpc_send(
+    state: &mut VmState,
+    token: u32,
+    message: Vec<u8>,
+    end_stream: bool,
+) -> Result<(), Status> {
+    if CalloutKind::of(token) != Some(CalloutKind::GrpcStream) {
+        return Err(Status::BadArgument);
+    }
+    let entry = state.grpc_streams.get_mut(&token).ok_or(Status::NotFound)?;
+    if let Some(sink) = entry.sink.as_mut() {
+        sink.send(message, end_stream);
+    }
+    Ok(())
+}
+
+/// `proxy_grpc_close`, as Envoy's `grpcClose`: a unary call is cancelled; a stream is
+/// half-closed (END_STREAM, replies still arrive) and forgotten once the upstream closed too.
+pub(crate) fn grpc_close(state: &mut VmState, token: u32) -> Result<(), Status> {
+    match CalloutKind::of(token) {
+        Some(CalloutKind::GrpcCall) => state.calls.remove(&token).map(drop).ok_or(Status::NotFound),
+        Some(CalloutKind::GrpcStream) => {
+            let entry = state.grpc_streams.get_mut(&token).ok_or(Status::NotFound)?;
+            if let Some(sink) = entry.sink.as_mut() {
+                sink.close();
+            }
+            if entry.remote_closed {
+                state.grpc_streams.remove(&token);
+            } else {
+                entry.local_closed = true;
+            }
+            Ok(())
+        }
+        _ => Err(Status::BadArgument),
+    }
+}
+
+/// `proxy_grpc_cancel`, as Envoy's `grpcCancel`: a unary call is cancelled; a stream is reset
+/// (dropping its sink) and forgotten: no callback of it runs any more.
+pub(crate) fn grpc_cancel(state: &mut VmState, token: u32) -> Result<(), Status> {
+    match CalloutKind::of(token) {
+        Some(CalloutKind::GrpcCall) => state.calls.remove(&token).map(drop).ok_or(Status::NotFound),
+        Some(CalloutKind::GrpcStream) => state
+            .grpc_streams
+            .remove(&token)
+            .map(drop)
+            .ok_or(Status::NotFound),
+        _ => Err(Status::BadArgument),
+    }
+}
+
+/// Delivers one event of a gRPC stream to the context that opened it.
+fn deliver_stream_event(
+    vm: &mut Vm,
+    token: u32,
+    event: GrpcStreamEvent,
+    budget: std::time::Duration,
+) -> Result<(), RuntimeError> {
+    let Some(entry) = vm.store.data().grpc_streams.get(&token) else {
+        // Cancelled, or closed on both sides: Envoy drops what is still in flight.
+        return Ok(());
+    };
+    let ctx = entry.ctx;
+    if !vm.store.data().contexts.contains_key(&ctx) {
+        return Ok(());
+    }
+    let cb = Arc::clone(&vm.cb);
+    let (c, t) = (ctx as i32, token as i32);
+    let state = vm.store.data_mut();
+    match event {
+        GrpcStreamEvent::InitialMetadata(headers) => {
+            let n = headers.len() as i32;
+            state.call_response = Some(CallResponse {
+                headers,
+                ..Default::default()
+            });
+            match cb.grpc_initial_metadata.as_ref() {
+                Some(f) => vm.call("proxy_on_grpc_receive_initial_metadata", ctx, budget, |s| {
+                    f.call(s, (c, t, n))
+                }),
+                None => Ok(()),
+            }
+        }
+        GrpcStreamEvent::Message(body) => {
+            let n = body.len() as i32;
+            state.call_response = Some(CallResponse {
+                body,
+                ..Default::default()
+            });
+            match cb.grpc_receive.as_ref() {
+                Some(f) => vm.call("proxy_on_grpc_receive", ctx, budget, |s| {
+                    f.call(s, (c, t, n))
+                }),
+                None => Ok(()),
+            }
+        }
+        GrpcStreamEvent::TrailingMetadata(trailers) => {
+            let n = trailers.len() as i32;
+            state.call_response = Some(CallResponse {
+                trailers,
+                ..Default::default()
+            });
+            match cb.grpc_trailing_metadata.as_ref() {
+                Some(f) => vm.call(
+                    "proxy_on_grpc_receive_trailing_metadata",
+                    ctx,
+                    budget,
+                    |s| f.call(s, (c, t, n)),
+                ),
+                None => Ok(()),
+            }
+        }
+        GrpcStreamEvent::Close { status, message } => {
+            if let Some(entry) = state.grpc_streams.get_mut(&token) {
+                entry.remote_closed = true;
+                entry.sink = None;
+            }
+            state.last_status = (status, message.into_bytes());
+            let result = match cb.grpc_close.as_ref() {
+                Some(f) => vm.call("proxy_on_grpc_close", ctx, budget, |s| {
+                    f.call(s, (c, t, status as i32))
+                }),
+                None => Ok(()),
+            };
+            // Envoy forgets the stream here only if the plugin had closed its side too.
+            let streams = &mut vm.store.data_mut().grpc_streams;
+            if streams.get(&token).is_some_and(|e| e.local_closed) {
+                streams.remove(&token);
+            }
+            result
+        }
+    }
 }
 
 impl StreamCtx {

@@ -5,8 +5,8 @@ use std::sync::Weak;
 use std::time::SystemTime;
 
 use crate::abi::{LogLevel, Status};
-use crate::plugin::{Slot, Task, deliver};
-use crate::types::{CallResponse, GrpcCall, HttpCall};
+use crate::plugin::{GrpcStreamEvent, Slot, Task, deliver};
+use crate::types::{CallResponse, GrpcCall, GrpcStream, HeaderList, HttpCall};
 
 /// Services the proxy gives plugins. Implemented by the gateway, and by a fake in tests.
 ///
@@ -47,6 +47,120 @@ pub trait Host: Send + Sync + 'static {
     fn dispatch_grpc_call(&self, call: GrpcCall, done: CallCompletion) -> Result<(), Status> {
         let _ = (call, done);
         Err(Status::BadArgument)
+    }
+
+    /// Opens a bidirectional gRPC stream (`proxy_grpc_stream`): `POST /{service}/{method}` to the
+    /// upstream with the initial metadata. Return at once with the stream's [`GrpcStreamSink`]
+    /// (the plugin's messages, half-close and reset go there) and report what the upstream sends
+    /// through `events`, from any thread. An `Err` is returned to the plugin as the open's status:
+    /// `InternalFailure` for a stream that cannot start, e.g. an unknown upstream (Envoy's
+    /// `grpcStream` when `startRaw` fails; the Rust SDK expects only that or `ParseFailure`, and
+    /// panics on anything else). Default: no upstream is known.
+    fn open_grpc_stream(
+        &self,
+        stream: GrpcStream,
+        events: GrpcStreamEvents,
+    ) -> Result<Box<dyn GrpcStreamSink>, Status> {
+        let _ = (stream, events);
+        Err(Status::InternalFailure)
+    }
+}
+
+/// The plugin's side of a gRPC stream, given by [`Host::open_grpc_stream`]. Called inside host
+/// calls with the VM locked: queue the work and return, never block.
+///
+/// **Dropping the sink resets the stream** (HTTP/2 `RST_STREAM`, Envoy's `resetStream`) unless it
+/// already ended: the plugin called `proxy_grpc_cancel`, its context went away or its VM did.
+pub trait GrpcStreamSink: Send {
+    /// One message (the host adds the 5-byte gRPC frame header), in the order the plugin sent
+    /// them; `end_stream` half-closes after it. Ignore messages after the stream half-closed.
+    fn send(&mut self, message: Vec<u8>, end_stream: bool);
+
+    /// Half-closes the stream (`proxy_grpc_close`: END_STREAM, no message); replies still arrive.
+    /// A no-op after an earlier half-close.
+    fn close(&mut self);
+}
+
+/// The way back for a gRPC stream: what the upstream sends, delivered to the VM that opened the
+/// stream in the order reported here (after its current callback, if it is busy). `Send + 'static`:
+/// move it into the task doing the stream's I/O.
+///
+/// A stream ends with exactly one [`GrpcStreamEvents::close`]; dropping the events without it
+/// closes the stream with 14 UNAVAILABLE. Events for a stream the plugin cancelled are dropped.
+pub struct GrpcStreamEvents {
+    slot: Weak<Slot>,
+    generation: u64,
+    token: u32,
+    closed: bool,
+}
+
+impl GrpcStreamEvents {
+    pub(crate) fn new(slot: Weak<Slot>, generation: u64, token: u32) -> Self {
+        Self {
+            slot,
+            generation,
+            token,
+            closed: false,
+        }
+    }
+
+    /// The response headers: `proxy_on_grpc_receive_initial_metadata`. For a trailers-only
+    /// response Envoy's gRPC client reports empty initial metadata, then the headers as trailing
+    /// metadata.
+    pub fn initial_metadata(&self, metadata: HeaderList) {
+        self.send(GrpcStreamEvent::InitialMetadata(metadata));
+    }
+
+    /// One received message, without its frame header: one `proxy_on_grpc_receive` each.
+    pub fn message(&self, message: Vec<u8>) {
+        self.send(GrpcStreamEvent::Message(message));
+    }
+
+    /// The trailers: `proxy_on_grpc_receive_trailing_metadata`.
+    pub fn trailing_metadata(&self, metadata: HeaderList) {
+        self.send(GrpcStreamEvent::TrailingMetadata(metadata));
+    }
+
+    /// The stream ended remotely (or failed): `proxy_on_grpc_close` with the gRPC status, whose
+    /// message `proxy_get_status` answers. Status 0 is a clean end.
+    pub fn close(mut self, status: u32, message: impl Into<String>) {
+        self.closed = true;
+        self.send(GrpcStreamEvent::Close {
+            status,
+            message: message.into(),
+        });
+    }
+
+    fn send(&self, event: GrpcStreamEvent) {
+        if let Some(slot) = self.slot.upgrade() {
+            deliver(
+                &slot,
+                Task::GrpcStream {
+                    generation: self.generation,
+                    token: self.token,
+                    event,
+                },
+            );
+        }
+    }
+}
+
+impl Drop for GrpcStreamEvents {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.send(GrpcStreamEvent::Close {
+                status: 14,
+                message: "upstream unavailable".into(),
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for GrpcStreamEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcStreamEvents")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
     }
 }
 

@@ -100,12 +100,12 @@ pub use abi::{AbiVersion, LogLevel, MetricKind, Status};
 pub use check::{CheckFailure, CheckOptions, CheckReport, check_module};
 pub use engine::{Runtime, RuntimeOptions};
 pub use error::{LimitKind, RuntimeError};
-pub use host::{CallCompletion, Host};
+pub use host::{CallCompletion, GrpcStreamEvents, GrpcStreamSink, Host};
 pub use limits::{DEFAULT_RELOAD_BACKOFF, Limits};
 pub use metrics::{CALLBACK_SECONDS_BOUNDS, HISTOGRAM_BOUNDS, Histogram, MetricValue, PluginStats};
 pub use module::{EntryPoint, ImportInfo, Module};
 pub use plugin::{Plugin, PluginOptions, Stream, set_thread_slot};
 pub use types::{
-    Action, CallResponse, FailAction, FailStrategy, GrpcCall, HeaderList, HttpCall, LocalReply,
-    Outcome, StreamInfo,
+    Action, CallResponse, FailAction, FailStrategy, GrpcCall, GrpcStream, HeaderList, HttpCall,
+    LocalReply, Outcome, StreamInfo,
 };

@@ -34,6 +34,10 @@ pub struct Limits {
     pub max_queue_items: usize,
     /// One log message; longer ones are truncated (a guest should not flood the host log).
     pub max_log_message_bytes: usize,
+    /// gRPC streams open at once in one VM (`proxy_grpc_stream`); beyond it the open answers
+    /// `InternalFailure`, as Envoy does when it cannot start a stream. Envoy has no such cap; each
+    /// stream here holds a connection, so a runaway guest must not open them without bound.
+    pub max_grpc_streams: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +54,7 @@ impl Default for Limits {
             max_shared_data_value_bytes: 1 << 20,
             max_queue_items: 10_000,
             max_log_message_bytes: 16 << 10,
+            max_grpc_streams: 1024,
         }
     }
 }

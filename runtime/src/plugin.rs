@@ -96,6 +96,20 @@ pub(crate) enum Task {
         generation: u64,
         root: u32,
     },
+    /// One event of a gRPC stream, in the order the host saw them.
+    GrpcStream {
+        generation: u64,
+        token: u32,
+        event: GrpcStreamEvent,
+    },
+}
+
+/// What a gRPC stream reports back to the plugin (see [`GrpcStreamEvents`](crate::GrpcStreamEvents)).
+pub(crate) enum GrpcStreamEvent {
+    InitialMetadata(HeaderList),
+    Message(Vec<u8>),
+    TrailingMetadata(HeaderList),
+    Close { status: u32, message: String },
 }
 
 impl Task {
@@ -103,7 +117,8 @@ impl Task {
         match self {
             Task::CallResponse { generation, .. }
             | Task::QueueReady { generation, .. }
-            | Task::Tick { generation, .. } => *generation,
+            | Task::Tick { generation, .. }
+            | Task::GrpcStream { generation, .. } => *generation,
         }
     }
 }

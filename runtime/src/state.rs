@@ -13,6 +13,7 @@ use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use crate::abi::{AbiVersion, BufferType, LogLevel, MapType, Status};
 use crate::engine::RuntimeInner;
+use crate::host::GrpcStreamSink;
 use crate::metrics::{GuestMetric, PluginStatsInner};
 use crate::plugin::Slot;
 use crate::types::{CallResponse, FailStrategy, HeaderList, LocalReply, Outcome, StreamInfo};
@@ -160,6 +161,38 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// Kinds of callout ids, in their low two bits (Envoy's `Wasm::CalloutType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CalloutKind {
+    HttpCall = 0,
+    GrpcCall = 1,
+    GrpcStream = 2,
+}
+
+impl CalloutKind {
+    pub fn of(token: u32) -> Option<Self> {
+        match token & 3 {
+            0 => Some(Self::HttpCall),
+            1 => Some(Self::GrpcCall),
+            2 => Some(Self::GrpcStream),
+            _ => None,
+        }
+    }
+}
+
+/// One gRPC stream as Envoy keeps it (`GrpcStreamClientHandler`): forgotten when both sides
+/// closed, or at once on cancel.
+pub(crate) struct GrpcStreamEntry {
+    /// The context that opened it, which receives its callbacks.
+    pub ctx: u32,
+    /// `None` once the upstream ended the stream: nothing is left to send or reset.
+    pub sink: Option<Box<dyn GrpcStreamSink>>,
+    /// The plugin called `proxy_grpc_close`.
+    pub local_closed: bool,
+    /// `proxy_on_grpc_close` was delivered.
+    pub remote_closed: bool,
+}
+
 /// The `T` of `Store<T>`: one per VM.
 pub(crate) struct VmState {
     pub rt: Arc<RuntimeInner>,
@@ -189,9 +222,13 @@ pub(crate) struct VmState {
     pub call_response: Option<CallResponse>,
     /// `proxy_get_status` answer, set around gRPC and failed-call callbacks.
     pub last_status: (u32, Vec<u8>),
-    pub next_token: u32,
-    /// Outstanding calls: token → context that made them.
+    /// Last id handed out per callout kind ([`CalloutKind`]): ids step by 4 and their low two
+    /// bits say the kind, as Envoy's `nextHttpCallId`/`nextGrpcCallId`/`nextGrpcStreamId`.
+    pub next_callout: [u32; 3],
+    /// Outstanding HTTP and unary gRPC calls: token → context that made them.
     pub calls: FxHashMap<u32, u32>,
+    /// gRPC streams the plugin has not forgotten yet: token → stream.
+    pub grpc_streams: FxHashMap<u32, GrpcStreamEntry>,
     pub metrics: Vec<Arc<GuestMetric>>,
     /// Streams whose deferred actions were set since they were last collected.
     pub touched: Vec<u32>,

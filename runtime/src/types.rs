@@ -533,6 +533,18 @@ pub struct GrpcCall {
     pub timeout: Option<Duration>,
 }
 
+/// A bidirectional gRPC stream a plugin opens with `proxy_grpc_stream`. Messages are sent and
+/// received through [`GrpcStreamSink`](crate::GrpcStreamSink) and
+/// [`GrpcStreamEvents`](crate::GrpcStreamEvents).
+#[derive(Debug, Clone)]
+pub struct GrpcStream {
+    /// The cluster as the plugin named it (Envoy also accepts a serialized `GrpcService`).
+    pub upstream: String,
+    pub service: String,
+    pub method: String,
+    pub initial_metadata: HeaderList,
+}
+
 /// The answer to an [`HttpCall`] or [`GrpcCall`].
 #[derive(Debug, Clone, Default)]
 pub struct CallResponse {

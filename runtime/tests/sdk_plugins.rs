@@ -14,9 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use wasmgate_runtime::{
     AbiVersion, Action, CallCompletion, CallResponse, CheckOptions, EntryPoint, FailAction,
-    FailStrategy, GrpcCall, HeaderList, Host, HttpCall, LimitKind, Limits, LocalReply, LogLevel,
-    MetricValue, Plugin, PluginOptions, Runtime, RuntimeError, RuntimeOptions, Status, Stream,
-    StreamInfo, check_module,
+    FailStrategy, GrpcCall, GrpcStream, GrpcStreamEvents, GrpcStreamSink, HeaderList, Host,
+    HttpCall, LimitKind, Limits, LocalReply, LogLevel, MetricValue, Plugin, PluginOptions, Runtime,
+    RuntimeError, RuntimeOptions, Status, Stream, StreamInfo, check_module,
 };
 
 /// How long a test waits for something asynchronous (a call answer, a tick, a queue delivery). Generous:
@@ -35,6 +35,8 @@ struct FakeHost {
     clock: Mutex<Option<SystemTime>>,
     http_calls: Mutex<Vec<HttpCall>>,
     grpc_calls: Mutex<Vec<GrpcCall>>,
+    /// What the fake gRPC stream server saw, per stream: `msg:<m>`, then `end` or `reset`.
+    grpc_streams: Arc<Mutex<Vec<Vec<String>>>>,
 }
 
 impl FakeHost {
@@ -74,6 +76,54 @@ fn answer_later(done: CallCompletion, response: Option<CallResponse>) {
             None => done.fail(),
         }
     });
+}
+
+/// A bidirectional echo stream answered at once, from inside the host calls (the runtime must defer
+/// the callbacks until the current one returns): initial metadata `x-server-md: m1` when opened, one
+/// `echo:<m>` per message, and on half-close trailers `x-server-trailer: t` and status 0 `all done`.
+struct EchoStream {
+    index: usize,
+    seen: Arc<Mutex<Vec<Vec<String>>>>,
+    events: Option<GrpcStreamEvents>,
+}
+
+impl EchoStream {
+    fn record(&self, what: impl Into<String>) {
+        self.seen.lock().unwrap()[self.index].push(what.into());
+    }
+
+    fn finish(&mut self) {
+        if let Some(events) = self.events.take() {
+            self.record("end");
+            events.trailing_metadata(headers(&[("x-server-trailer", "t")]));
+            events.close(0, "all done");
+        }
+    }
+}
+
+impl GrpcStreamSink for EchoStream {
+    fn send(&mut self, message: Vec<u8>, end_stream: bool) {
+        let message = String::from_utf8_lossy(&message).into_owned();
+        self.record(format!("msg:{message}"));
+        if let Some(events) = &self.events {
+            events.message(format!("echo:{message}").into_bytes());
+        }
+        if end_stream {
+            self.finish();
+        }
+    }
+
+    fn close(&mut self) {
+        self.finish();
+    }
+}
+
+impl Drop for EchoStream {
+    fn drop(&mut self) {
+        if self.events.is_some() {
+            self.record("reset");
+        }
+    }
 }
 
 impl Host for FakeHost {
@@ -137,6 +187,28 @@ impl Host for FakeHost {
         self.grpc_calls.lock().unwrap().push(call);
         answer_later(done, response);
         Ok(())
+    }
+
+    /// Upstream `hostcalls-grpc` only: an [`EchoStream`].
+    fn open_grpc_stream(
+        &self,
+        stream: GrpcStream,
+        events: GrpcStreamEvents,
+    ) -> Result<Box<dyn GrpcStreamSink>, Status> {
+        if stream.upstream != "hostcalls-grpc" {
+            return Err(Status::InternalFailure);
+        }
+        let index = {
+            let mut seen = self.grpc_streams.lock().unwrap();
+            seen.push(vec![format!("/{}/{}", stream.service, stream.method)]);
+            seen.len() - 1
+        };
+        events.initial_metadata(headers(&[("x-server-md", "m1")]));
+        Ok(Box::new(EchoStream {
+            index,
+            seen: self.grpc_streams.clone(),
+            events: Some(events),
+        }))
     }
 }
 
@@ -1221,17 +1293,64 @@ fn hostcalls_grpc_call_resumes_or_fails() {
         "{reply:?}"
     );
 
-    // Streams: whatever the host supports, the answer is a status, not a trap.
+    // A stream to an unknown upstream is refused at open.
+    let reply = run(&down, &scenario("grpc-stream"))
+        .local_reply
+        .expect("a refused stream answers 500");
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (500, &b"grpc stream open failed: InternalFailure"[..])
+    );
+}
+
+#[test]
+fn hostcalls_grpc_stream_messages_both_ways_then_close_or_cancel() {
+    let env = env();
+    let plugin = hostcalls(&env, "");
     let seen = run(&plugin, &scenario("grpc-stream"));
-    let status: u32 = seen
-        .header("x-grpc-stream-status")
-        .expect("status echoed")
-        .parse()
-        .unwrap();
-    assert!(
-        status == 0
-            || status == Status::Unimplemented as u32
-            || status == Status::BadArgument as u32
+    assert!(seen.local_reply.is_none(), "{:?}", seen.local_reply);
+    assert_eq!(seen.header("x-grpc-stream-initial").as_deref(), Some("m1"));
+    assert_eq!(
+        seen.header("x-grpc-stream-token-matches").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        seen.header("x-grpc-stream-messages").as_deref(),
+        Some("echo:one,echo:two,echo:three")
+    );
+    assert_eq!(seen.header("x-grpc-stream-trailer").as_deref(), Some("t"));
+    assert_eq!(seen.header("x-grpc-stream-close").as_deref(), Some("0"));
+    assert_eq!(
+        seen.header("x-grpc-stream-close-message").as_deref(),
+        Some("all done")
+    );
+    assert_eq!(
+        env.host.grpc_streams.lock().unwrap()[0],
+        [
+            "/hostcalls.Echo/Stream",
+            "msg:one",
+            "msg:two",
+            "msg:three",
+            "end"
+        ]
+    );
+
+    // Cancel at the first reply: the host's stream is reset (its sink dropped), and the close its
+    // dropped events then report (14) never reaches the plugin.
+    let seen = run(&plugin, &scenario("grpc-stream-cancel"));
+    assert!(seen.local_reply.is_none(), "{:?}", seen.local_reply);
+    assert_eq!(
+        seen.header("x-grpc-stream-messages").as_deref(),
+        Some("echo:one")
+    );
+    assert_eq!(
+        seen.header("x-grpc-stream-cancelled").as_deref(),
+        Some("true")
+    );
+    assert_eq!(seen.header("x-grpc-stream-close"), None);
+    assert_eq!(
+        env.host.grpc_streams.lock().unwrap()[1],
+        ["/hostcalls.Echo/Stream", "msg:one", "reset"]
     );
 }
 

@@ -1,12 +1,13 @@
 //! The gateway side of the runtime's [`Host`] seam: logs through `tracing`, HTTP calls to the
-//! gateway's backends on tokio, and host-level properties.
+//! gateway's backends on tokio, gRPC streams ([`super::grpc_stream`]), and host-level properties.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmgate_runtime::{
-    CallCompletion, CallResponse, GrpcCall, HeaderList, Host, HttpCall, LogLevel, Status,
+    CallCompletion, CallResponse, GrpcCall, GrpcStream, GrpcStreamEvents, GrpcStreamSink,
+    HeaderList, Host, HttpCall, LogLevel, Status,
 };
 
 use crate::backends::{Backend, Backends};
@@ -59,12 +60,23 @@ impl Host for GatewayHost {
     }
 
     fn dispatch_grpc_call(&self, call: GrpcCall, done: CallCompletion) -> Result<(), Status> {
-        // gRPC calls from plugins are not implemented yet: an unknown upstream answers
-        // BadArgument as Envoy does; a known one fails the call (14 UNAVAILABLE to the plugin).
-        find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
-        tracing::warn!(upstream = %call.upstream, "gRPC calls from plugins are not supported yet");
-        drop(done);
+        let backend = find_upstream(&self.backends, &call.upstream).ok_or(Status::BadArgument)?;
+        // On the worker whose plugin made the call, as HTTP calls.
+        let tokio = tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.tokio.clone());
+        super::grpc_stream::call(&tokio, backend, call, done);
         Ok(())
+    }
+
+    fn open_grpc_stream(
+        &self,
+        stream: GrpcStream,
+        events: GrpcStreamEvents,
+    ) -> Result<Box<dyn GrpcStreamSink>, Status> {
+        let backend =
+            find_upstream(&self.backends, &stream.upstream).ok_or(Status::InternalFailure)?;
+        // On the worker whose plugin opened the stream, so its events are delivered there.
+        let tokio = tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.tokio.clone());
+        Ok(super::grpc_stream::open(&tokio, backend, stream, events))
     }
 }
 

@@ -8,10 +8,12 @@
 //! - [`chain`]: targeting and the per-rule chains.
 //! - [`filter`]: the request path (HeaderList conversions, running a chain).
 //! - [`host`]: the runtime's [`wasmgate_runtime::Host`]: logs, HTTP calls, properties.
+//! - [`grpc_stream`]: the HTTP/2 I/O of gRPC streams plugins open.
 //! - [`stats`]: the `/metrics` collector, read at scrape time.
 
 pub mod chain;
 pub mod filter;
+pub mod grpc_stream;
 pub mod host;
 pub mod manager;
 pub mod stats;

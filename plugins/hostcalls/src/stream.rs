@@ -34,6 +34,7 @@ const SCENARIOS: &[&str] = &[
     "http-call",
     "grpc-call",
     "grpc-stream",
+    "grpc-stream-cancel",
     "shared-data",
     "queue",
     "queue-read",
@@ -55,6 +56,9 @@ pub(crate) struct Stream {
     /// A local reply was sent: its own response must not trigger another one, nor get the echo twice.
     replied: bool,
     call_token: Option<u32>,
+    /// The `grpc-stream*` scenarios' stream, and the messages it received so far.
+    stream_token: Option<u32>,
+    stream_messages: Vec<String>,
 }
 
 impl Stream {
@@ -68,6 +72,8 @@ impl Stream {
             response_body_calls: 0,
             replied: false,
             call_token: None,
+            stream_token: None,
+            stream_messages: Vec::new(),
         }
     }
 
@@ -131,7 +137,7 @@ impl Stream {
             }
             "http-call" => return self.http_call(),
             "grpc-call" => return self.grpc_call(),
-            "grpc-stream" => self.grpc_stream(),
+            "grpc-stream" | "grpc-stream-cancel" => return self.grpc_stream(),
             "shared-data" => self.shared_data(),
             "queue" => self.enqueue(),
             "queue-read" => {
@@ -300,12 +306,28 @@ impl Stream {
         }
     }
 
-    /// Opens a gRPC stream through the raw import (the SDK would panic on UNIMPLEMENTED, which hosts may answer)
-    /// and closes it at once; echoes the status the host returned.
-    fn grpc_stream(&mut self) {
+    /// Opens `hostcalls.Echo/Stream` and sends `one`; `grpc-stream` then sends `two`, `three` and half-closes
+    /// (`proxy_grpc_close`), `grpc-stream-cancel` cancels at the first reply (`on_grpc_stream_message`).
+    fn grpc_stream(&mut self) -> Action {
         let upstream = self.shared.config.grpc_upstream().to_string();
-        let status = raw::grpc_stream(&upstream, "hostcalls.Echo", "Stream");
-        self.echo("x-grpc-stream-status", status.to_string());
+        let metadata = vec![("x-from", &b"hostcalls"[..])];
+        match self.open_grpc_stream(&upstream, "hostcalls.Echo", "Stream", metadata) {
+            Ok(token) => {
+                self.stream_token = Some(token);
+                self.send_grpc_stream_message(token, Some(b"one"), false);
+                if self.is("grpc-stream") {
+                    self.send_grpc_stream_message(token, Some(b"two"), false);
+                    self.send_grpc_stream_message(token, Some(b"three"), false);
+                    self.close_grpc_stream(token);
+                }
+                Action::Pause
+            }
+            Err(e) => self.reply(
+                500,
+                "grpc-stream",
+                &format!("grpc stream open failed: {e:?}"),
+            ),
+        }
     }
 
     fn shared_data(&mut self) {
@@ -487,6 +509,46 @@ impl Context for Stream {
         }
     }
 
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, num_elements: u32) {
+        self.shared
+            .lifecycle("on_grpc_stream_initial_metadata", self.id);
+        let value = self.get_grpc_stream_initial_metadata_value("x-server-md");
+        self.echo("x-grpc-stream-initial", lossy(value));
+        self.echo("x-grpc-stream-initial-count", num_elements.to_string());
+        self.echo(
+            "x-grpc-stream-token-matches",
+            (Some(token) == self.stream_token).to_string(),
+        );
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, message_size: usize) {
+        self.shared.lifecycle("on_grpc_stream_message", self.id);
+        let message = self.get_grpc_stream_message(0, message_size);
+        self.stream_messages.push(lossy(message));
+        if self.is("grpc-stream-cancel") {
+            self.cancel_grpc_stream(token);
+            self.echo("x-grpc-stream-messages", self.stream_messages.join(","));
+            self.echo("x-grpc-stream-cancelled", "true");
+            self.resume_http_request();
+        }
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, _num_elements: u32) {
+        self.shared
+            .lifecycle("on_grpc_stream_trailing_metadata", self.id);
+        let value = self.get_grpc_stream_trailing_metadata_value("x-server-trailer");
+        self.echo("x-grpc-stream-trailer", lossy(value));
+    }
+
+    fn on_grpc_stream_close(&mut self, _token: u32, status_code: u32) {
+        self.shared.lifecycle("on_grpc_stream_close", self.id);
+        let (_, message) = self.get_grpc_status();
+        self.echo("x-grpc-stream-messages", self.stream_messages.join(","));
+        self.echo("x-grpc-stream-close", status_code.to_string());
+        self.echo("x-grpc-stream-close-message", message.unwrap_or_default());
+        self.resume_http_request();
+    }
+
     fn on_done(&mut self) -> bool {
         self.shared.lifecycle("on_done", self.id);
         // A stream that ends while paused must not be resumed by a later tick.
@@ -633,46 +695,10 @@ impl HttpContext for Stream {
     }
 }
 
-/// Host calls made without the SDK wrappers, where those would panic on statuses a host may legitimately return.
-mod raw {
-    #[link(wasm_import_module = "env")]
-    extern "C" {
-        fn proxy_grpc_stream(
-            upstream_data: *const u8,
-            upstream_size: usize,
-            service_data: *const u8,
-            service_size: usize,
-            method_data: *const u8,
-            method_size: usize,
-            metadata_data: *const u8,
-            metadata_size: usize,
-            return_stream_id: *mut u32,
-        ) -> u32;
-        fn proxy_grpc_close(token: u32) -> u32;
-    }
-
-    /// Opens a stream and closes it again; returns the proxy-wasm status of the open.
-    pub fn grpc_stream(upstream: &str, service: &str, method: &str) -> u32 {
-        let metadata = wasmgate_guest::serialize_pairs(&[]);
-        let mut id = 0u32;
-        // SAFETY: the pointers come from live slices and `id` outlives the call; the host copies the inputs.
-        let status = unsafe {
-            proxy_grpc_stream(
-                upstream.as_ptr(),
-                upstream.len(),
-                service.as_ptr(),
-                service.len(),
-                method.as_ptr(),
-                method.len(),
-                metadata.as_ptr(),
-                metadata.len(),
-                &mut id,
-            )
-        };
-        if status == 0 {
-            // SAFETY: plain integer argument.
-            unsafe { proxy_grpc_close(id) };
-        }
-        status
-    }
+/// Bytes from the host as text, `<none>` when absent.
+fn lossy(value: Option<Vec<u8>>) -> String {
+    value.map_or_else(
+        || "<none>".to_string(),
+        |v| String::from_utf8_lossy(&v).into_owned(),
+    )
 }

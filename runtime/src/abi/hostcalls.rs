@@ -14,7 +14,7 @@ use super::memory::{
 use super::pairs;
 use super::{BufferType, LogLevel, MapType, MetricKind, Status, StreamType};
 use crate::state::VmState;
-use crate::types::{GrpcCall, HeaderList, HttpCall, LocalReply};
+use crate::types::{GrpcCall, GrpcStream, HeaderList, HttpCall, LocalReply};
 
 type C<'a> = Caller<'a, VmState>;
 type R = wasmtime::Result<i32>;
@@ -496,33 +496,61 @@ fn add_calls(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             Ok(code(write_u32(&mut c, ret_token, token)))
         },
     )?;
-    // gRPC streams are not supported yet: the guest sees UNIMPLEMENTED (docs/abi-support.md).
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |c: C<'_>, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| -> R {
+        |mut c: C<'_>,
+         up_ptr: i32,
+         up_len: i32,
+         svc_ptr: i32,
+         svc_len: i32,
+         m_ptr: i32,
+         m_len: i32,
+         md_ptr: i32,
+         md_len: i32,
+         ret_token: i32|
+         -> R {
             guard(&c, "proxy_grpc_stream")?;
-            Ok(Status::Unimplemented.code())
+            let upstream = String::from_utf8_lossy(&tri!(read(&c, up_ptr, up_len))).into_owned();
+            let stream = GrpcStream {
+                upstream,
+                service: tri!(read_string(&c, svc_ptr, svc_len)),
+                method: tri!(read_string(&c, m_ptr, m_len)),
+                initial_metadata: tri!(pairs_from(&c, md_ptr, md_len)),
+            };
+            let token = tri!(crate::context::open_grpc_stream(c.data_mut(), stream));
+            Ok(code(write_u32(&mut c, ret_token, token)))
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_send",
-        |c: C<'_>, _: i32, _: i32, _: i32, _: i32| -> R {
+        |mut c: C<'_>, token: i32, msg_ptr: i32, msg_len: i32, end_stream: i32| -> R {
             guard(&c, "proxy_grpc_send")?;
-            Ok(Status::Unimplemented.code())
+            let message = tri!(read(&c, msg_ptr, msg_len));
+            tri!(crate::context::grpc_send(
+                c.data_mut(),
+                token as u32,
+                message,
+                end_stream != 0
+            ));
+            Ok(0)
         },
     )?;
-    // Cancel and close of a unary call both drop it: its callback will not run.
-    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
-        l.func_wrap("env", name, move |mut c: C<'_>, token: i32| -> R {
-            guard(&c, name)?;
-            Ok(match c.data_mut().calls.remove(&(token as u32)) {
-                Some(_) => 0,
-                None => Status::NotFound.code(),
-            })
-        })?;
-    }
+    l.func_wrap("env", "proxy_grpc_close", |mut c: C<'_>, token: i32| -> R {
+        guard(&c, "proxy_grpc_close")?;
+        tri!(crate::context::grpc_close(c.data_mut(), token as u32));
+        Ok(0)
+    })?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_cancel",
+        |mut c: C<'_>, token: i32| -> R {
+            guard(&c, "proxy_grpc_cancel")?;
+            tri!(crate::context::grpc_cancel(c.data_mut(), token as u32));
+            Ok(0)
+        },
+    )?;
     Ok(())
 }
 

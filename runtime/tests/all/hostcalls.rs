@@ -443,10 +443,140 @@ fn grpc_call_success_and_failure_reach_the_plugin() {
 }
 
 #[test]
-fn grpc_streams_answer_unimplemented() {
+fn grpc_stream_refused_by_host_and_tokens_checked_by_kind() {
     let (e, plugin) = setup();
     let (_, _, logs, _) = run(&e, &plugin, "grpc-stream", &[]);
-    assert_eq!(statuses(&logs), [12, 12, 1, 1]);
+    // The host knows no stream upstream: InternalFailure. Send on token 1 (a unary-call id by
+    // Envoy's callout scheme): BadArgument. Cancel/close of an unknown call id: NotFound.
+    assert_eq!(statuses(&logs), [10, 2, 1, 1]);
+}
+
+/// Statuses of a callback run as a stream event is delivered (the guest logs `status=` lines).
+fn statuses_since(e: &Env, before: usize) -> Vec<i32> {
+    statuses(&e.host.messages()[before..])
+}
+
+#[test]
+fn grpc_stream_sends_in_order_and_delivers_events_until_closed() {
+    let (e, plugin) = setup();
+    *e.host.accept_streams.lock() = true;
+    let (_, _, logs, stream) = run(&e, &plugin, "grpc-stream-open", &[]);
+    // open, send, send with end_stream, close.
+    assert_eq!(statuses(&logs), [0, 0, 0, 0]);
+    let token: u32 = logs
+        .iter()
+        .find_map(|m| m.strip_prefix("stream-token="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        token & 3,
+        2,
+        "a stream id by Envoy's callout scheme: {token}"
+    );
+    let (events, seen) = {
+        let mut streams = e.host.grpc_streams.lock();
+        let opened = &mut streams[0];
+        assert_eq!(
+            (
+                opened.stream.upstream.as_str(),
+                opened.stream.service.as_str()
+            ),
+            ("grpc-up", "svc.S")
+        );
+        (opened.events.take().unwrap(), opened.seen.clone())
+    };
+    assert_eq!(*seen.lock(), ["send:a:false", "send:b:true", "close"]);
+
+    events.initial_metadata([("md", "1")].into_iter().collect());
+    events.message(b"m1".to_vec());
+    events.message(b"m2".to_vec());
+    events.trailing_metadata([("t", "1"), ("u", "2")].into_iter().collect());
+    let before = e.host.messages().len();
+    events.close(5, "nope");
+    let logs = e.host.messages();
+    for want in [
+        "grpc-md=1",
+        "grpc-msg=m1",
+        "grpc-msg=m2",
+        "grpc-trailing=2",
+        "grpc-close=5",
+        "grpc-status-msg=nope",
+    ] {
+        assert!(logs.iter().any(|m| m == want), "{want} in {logs:?}");
+    }
+    let order: Vec<_> = logs.iter().filter(|m| m.starts_with("grpc-")).collect();
+    assert_eq!(
+        order,
+        [
+            "grpc-md=1",
+            "grpc-size=2",
+            "grpc-msg=m1",
+            "grpc-size=2",
+            "grpc-msg=m2",
+            "grpc-trailing=2",
+            "grpc-close=5",
+            "grpc-status-msg=nope"
+        ]
+    );
+    // In the close callback: get_status, continue, then on the closed stream send OK (dropped),
+    // close OK (forgets it), close again NOT_FOUND.
+    assert_eq!(statuses_since(&e, before)[2..], [0, 0, 1]);
+    // The remote close released the host's stream; nothing more reached it.
+    assert_eq!(
+        *seen.lock(),
+        ["send:a:false", "send:b:true", "close", "drop"]
+    );
+    drop(stream);
+}
+
+#[test]
+fn grpc_stream_cancel_resets_and_silences_it() {
+    let (e, plugin) = setup();
+    *e.host.accept_streams.lock() = true;
+    let (_, _, logs, _stream) = run(&e, &plugin, "grpc-stream-cancel", &[]);
+    // open, cancel, cancel again, send and close: NOT_FOUND.
+    assert_eq!(statuses(&logs), [0, 0, 1, 1, 1]);
+    let (events, seen) = {
+        let mut streams = e.host.grpc_streams.lock();
+        (streams[0].events.take().unwrap(), streams[0].seen.clone())
+    };
+    assert_eq!(*seen.lock(), ["drop"]);
+    let before = e.host.messages().len();
+    events.message(b"late".to_vec());
+    events.close(0, "");
+    assert_eq!(e.host.messages()[before..], [] as [String; 0]);
+}
+
+#[test]
+fn grpc_stream_ends_with_its_context_and_a_remote_close_keeps_it_until_closed() {
+    let (e, plugin) = setup();
+    *e.host.accept_streams.lock() = true;
+    let (_, _, logs, stream) = run(&e, &plugin, "grpc-stream-keep", &[]);
+    assert_eq!(statuses(&logs), [0, 0]);
+    let (events, seen) = {
+        let mut streams = e.host.grpc_streams.lock();
+        (streams[0].events.take().unwrap(), streams[0].seen.clone())
+    };
+    // The context ends: its stream is reset, and what the host still reports is dropped.
+    drop(stream);
+    assert_eq!(*seen.lock(), ["send:a:false", "drop"]);
+    let before = e.host.messages().len();
+    events.message(b"late".to_vec());
+    assert!(
+        !e.host.messages()[before..]
+            .iter()
+            .any(|m| m.starts_with("grpc-"))
+    );
+    drop(events);
+
+    // A remote close first: the plugin's later send is accepted, its close forgets the stream.
+    let (_, _, _, _stream) = run(&e, &plugin, "grpc-stream-keep", &[]);
+    let events = e.host.grpc_streams.lock()[1].events.take().unwrap();
+    let before = e.host.messages().len();
+    events.close(0, "done");
+    assert!(e.host.logged("grpc-close=0"));
+    assert_eq!(statuses_since(&e, before)[2..], [0, 0, 1]);
 }
 
 #[test]

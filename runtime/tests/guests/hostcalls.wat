@@ -240,7 +240,19 @@
     (call $log_num (str "grpc-close=") (local.get $status))
     (call $st (call $get_status (i32.const 60016) (i32.const 60000) (i32.const 60004)))
     (call $log_cat (str "grpc-status-msg=") (i32.load (i32.const 60000)) (i32.load (i32.const 60004)))
-    (call $st (call $continue (i32.const 0))))
+    (call $st (call $continue (i32.const 0)))
+    ;; A stream the upstream closed: send is accepted (and dropped), close forgets it.
+    (if (i32.eq (i32.and (local.get $token) (i32.const 3)) (i32.const 2))
+      (then
+        (call $st (call $grpc_send (local.get $token) (str "late") (i32.const 0)))
+        (call $st (call $grpc_close (local.get $token)))
+        (call $st (call $grpc_close (local.get $token))))))
+  (global $stream_tok (mut i32) (i32.const 0))
+  ;; Opens a stream on grpc-up and keeps its token; logs `stream-token=`.
+  (func $open_stream
+    (call $st (call $grpc_stream (str "grpc-up") (str "svc.S") (str "M") (i32.const 0) (i32.const 0) (i32.const 60016)))
+    (global.set $stream_tok (i32.load (i32.const 60016)))
+    (call $log_num (str "stream-token=") (global.get $stream_tok)))
   (func $do_grpc_stream
     (call $st (call $grpc_stream (str "grpc-up") (str "svc") (str "m") (i32.const 0) (i32.const 0) (i32.const 60016)))
     (call $st (call $grpc_send (i32.const 1) (str "x") (i32.const 0)))
@@ -362,6 +374,29 @@
     (if (call $op (str "http-call-bad")) (then (call $do_http_call_bad) (return (i32.const 0))))
     (if (call $op (str "grpc-call")) (then (return (call $do_grpc_call))))
     (if (call $op (str "grpc-stream")) (then (call $do_grpc_stream) (return (i32.const 0))))
+    ;; Two messages, the second with end_stream, then proxy_grpc_close.
+    (if (call $op (str "grpc-stream-open"))
+      (then
+        (call $open_stream)
+        (call $st (call $grpc_send (global.get $stream_tok) (str "a") (i32.const 0)))
+        (call $st (call $grpc_send (global.get $stream_tok) (str "b") (i32.const 1)))
+        (call $st (call $grpc_close (global.get $stream_tok)))
+        (return (i32.const 0))))
+    ;; One message; the stream stays open on the plugin's side.
+    (if (call $op (str "grpc-stream-keep"))
+      (then
+        (call $open_stream)
+        (call $st (call $grpc_send (global.get $stream_tok) (str "a") (i32.const 0)))
+        (return (i32.const 0))))
+    ;; Cancel, then every use of the token is NOT_FOUND.
+    (if (call $op (str "grpc-stream-cancel"))
+      (then
+        (call $open_stream)
+        (call $st (call $grpc_cancel (global.get $stream_tok)))
+        (call $st (call $grpc_cancel (global.get $stream_tok)))
+        (call $st (call $grpc_send (global.get $stream_tok) (str "x") (i32.const 0)))
+        (call $st (call $grpc_close (global.get $stream_tok)))
+        (return (i32.const 0))))
     (if (call $op (str "metrics")) (then (call $do_metrics) (return (i32.const 0))))
     (if (call $op (str "foreign")) (then (call $do_foreign) (return (i32.const 0))))
     (if (call $op (str "time")) (then (call $do_time) (return (i32.const 0))))

@@ -19,8 +19,38 @@ pub struct PendingCall {
     pub done: CallCompletion,
 }
 
+/// A gRPC stream the plugin opened: what it asked for, the events to answer with, and what its
+/// sink saw (`send:<msg>:<end_stream>`, `close`, `drop`).
+pub struct OpenedStream {
+    pub stream: GrpcStream,
+    pub events: Option<GrpcStreamEvents>,
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+struct RecordingSink(Arc<Mutex<Vec<String>>>);
+
+impl GrpcStreamSink for RecordingSink {
+    fn send(&mut self, message: Vec<u8>, end_stream: bool) {
+        let message = String::from_utf8_lossy(&message).into_owned();
+        self.0.lock().push(format!("send:{message}:{end_stream}"));
+    }
+
+    fn close(&mut self) {
+        self.0.lock().push("close".into());
+    }
+}
+
+impl Drop for RecordingSink {
+    fn drop(&mut self) {
+        self.0.lock().push("drop".into());
+    }
+}
+
 #[derive(Default)]
 pub struct FakeHost {
+    /// gRPC streams opened, when `accept_streams` is set (else opens answer `InternalFailure`).
+    pub grpc_streams: Mutex<Vec<OpenedStream>>,
+    pub accept_streams: Mutex<bool>,
     pub logs: Mutex<Vec<(String, LogLevel, String)>>,
     pub calls: Mutex<Vec<PendingCall>>,
     pub properties: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
@@ -68,6 +98,23 @@ impl Host for FakeHost {
             done,
         });
         Ok(())
+    }
+
+    fn open_grpc_stream(
+        &self,
+        stream: GrpcStream,
+        events: GrpcStreamEvents,
+    ) -> Result<Box<dyn GrpcStreamSink>, Status> {
+        if !*self.accept_streams.lock() {
+            return Err(Status::InternalFailure);
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        self.grpc_streams.lock().push(OpenedStream {
+            stream,
+            events: Some(events),
+            seen: seen.clone(),
+        });
+        Ok(Box::new(RecordingSink(seen)))
     }
 }
 
