@@ -3,7 +3,8 @@
 //! As the Gateway API specifies: `namespaces.from` is `Same` by default (only routes in the
 //! Gateway's namespace), `All`, or `Selector` (routes in namespaces whose labels the `selector`
 //! matches; see [`crate::namespace_labels`]). `kinds` defaults to the kinds of the listener's
-//! protocol; wasmgate serves `HTTPRoute` on `HTTP` and `HTTPS` listeners, and rejects any other kind.
+//! protocol; wasmgate serves `HTTPRoute` on `HTTP` and `HTTPS` listeners, and leaves any other
+//! listed kind out with a warning (the Gateway API's `InvalidRouteKinds`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,16 +126,28 @@ impl AllowedRoutes {
             (_, None) => {}
         }
         p.max_items(&format!("{f}.kinds"), &self.kinds, MAX_ROUTE_KINDS);
+        // As the Gateway API asks (the listener's `InvalidRouteKinds`): a kind the gateway does
+        // not serve is left out and the listener goes on with the others, so a Gateway written
+        // for several implementations (`[HTTPRoute, GRPCRoute]`) still serves its HTTPRoutes.
+        let mut served = self.kinds.is_empty();
         for (i, k) in self.kinds.iter().enumerate() {
-            if k.group != GATEWAY_API_GROUP || k.kind != HTTP_ROUTE_KIND {
-                p.error(
+            if k.group == GATEWAY_API_GROUP && k.kind == HTTP_ROUTE_KIND {
+                served = true;
+            } else {
+                p.warn(
                     format!("{f}.kinds[{i}]"),
                     format!(
-                        "route kind {:?} (group {:?}) is not supported (supported: HTTPRoute, group {GATEWAY_API_GROUP})",
+                        "route kind {:?} (group {:?}) is not served (only HTTPRoute, group {GATEWAY_API_GROUP}): left out",
                         k.kind, k.group
                     ),
                 );
             }
+        }
+        if !served {
+            p.warn(
+                format!("{f}.kinds"),
+                "lists no kind wasmgate serves: no route attaches to this listener",
+            );
         }
     }
 }
@@ -227,5 +240,42 @@ mod tests {
                 .to_string(),
             "allowedRoutes.kinds does not include TLSRoute"
         );
+    }
+
+    fn kind(kind: &str) -> RouteGroupKind {
+        RouteGroupKind {
+            group: GATEWAY_API_GROUP.into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn kinds_not_served_are_left_out_with_a_warning() {
+        let none = labels(&[]);
+        let mixed = AllowedRoutes {
+            kinds: vec![kind("GRPCRoute"), kind(HTTP_ROUTE_KIND)],
+            ..AllowedRoutes::default()
+        };
+        let mut p = Problems::default();
+        mixed.validate(&mut p, "l");
+        assert!(p.errors.is_empty(), "{p:?}");
+        assert_eq!(p.warnings.len(), 1, "{p:?}");
+        assert_eq!(p.warnings[0].0, "l.kinds[0]");
+        assert_eq!(mixed.admits("a", "a", HTTP_ROUTE_KIND, &none), Ok(()));
+
+        let unserved = AllowedRoutes {
+            kinds: vec![kind("GRPCRoute")],
+            ..AllowedRoutes::default()
+        };
+        let mut p = Problems::default();
+        unserved.validate(&mut p, "l");
+        assert!(p.errors.is_empty(), "{p:?}");
+        assert!(
+            p.warnings
+                .iter()
+                .any(|(f, m)| f == "l.kinds" && m.contains("no route attaches")),
+            "{p:?}"
+        );
+        assert!(unserved.admits("a", "a", HTTP_ROUTE_KIND, &none).is_err());
     }
 }
