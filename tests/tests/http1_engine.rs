@@ -20,7 +20,7 @@ const PINGORA: &[&str] = &["--http1-engine", "pingora"];
 
 /// A gateway with one listener and one route to `upstream`.
 struct Setup {
-    _gw: Gateway,
+    gw: Gateway,
     port: u16,
     // Dropped after the gateway.
     _dir: ConfigDir,
@@ -51,7 +51,7 @@ impl Setup {
             });
             if serving {
                 return Self {
-                    _gw: gw,
+                    gw,
                     port,
                     _dir: dir,
                 };
@@ -1122,4 +1122,42 @@ async fn the_idle_timeout_bounds_the_wait_for_each_request_header() {
         !up.seen().iter().any(|r| r.head.target() == "/trickle"),
         "the trickled request went upstream"
     );
+}
+
+/// The route timeout bounds each wait for upstream data, the body's too: an upstream that stops
+/// mid-body is cut off once the timeout passes, not when it closes (5 s later here), and the
+/// client's response ends short rather than passing for a whole one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_stalled_mid_body_is_cut_off_at_the_route_timeout() {
+    let up = RawUpstream::start(|_| {
+        Reply::SendThenClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab".to_vec(),
+            Duration::from_secs(5),
+        )
+    })
+    .await;
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - timeouts: {request: 10s, backendRequest: 300ms}\n    backendRefs: [{name: up, port: 80}]\n";
+    let s = Setup::with_route(route, up.addr, NATIVE).await;
+    let mut c = s.connect().await;
+    let started = std::time::Instant::now();
+    c.send(b"GET /stall HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .unwrap();
+    let head = c.read_head().await.unwrap().expect("a response head");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.get("content-length"), Some("10"));
+    let rest = c.read_to_end().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(rest, b"ab", "the body ends where the upstream stopped");
+    assert!(
+        took < Duration::from_secs(4),
+        "cut off after {took:?}, not at the 300 ms timeout"
+    );
+    let logs = eventually(PATIENCE, "the timeout in the log", || async {
+        let l = s.gw.stderr();
+        l.contains("while reading the response body, timeout")
+            .then_some(l)
+    })
+    .await;
+    assert!(logs.contains("default/r"), "{logs}");
 }
