@@ -51,6 +51,8 @@ pub struct CompiledConfig {
     /// Per port, the chain of gateway-wide plugins for requests no route matches (they run
     /// before the 404, as Envoy's filters run before its router).
     pub unrouted_chains: HashMap<u16, crate::plugins::Chain>,
+    /// The backends the routes use (the others are only for plugins' calls).
+    pub routed: HashSet<BackendKey>,
 }
 
 impl CompiledConfig {
@@ -133,6 +135,8 @@ pub fn compile(
         opts.default_timeout,
         opts.metrics.as_deref(),
     );
+    let routed = used.clone();
+    call_backends(res, backends, &mut used);
     backends.retain(&used);
     problems.extend(compiled.problems);
     let mut entries = compiled.entries;
@@ -155,6 +159,7 @@ pub fn compile(
         attachments: compiled.attachments,
         problems,
         unrouted_chains,
+        routed,
     }
 }
 
@@ -449,28 +454,7 @@ fn backend_for(
         port,
     };
     let (source, labels) = match res.services.get(&(ns, r.name.as_str())) {
-        Some(svc) => {
-            let labels = svc
-                .labels()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let eps = svc.endpoints();
-            let source = if svc.is_external_name() {
-                AddressSource::Dns {
-                    host: svc.spec.external_name.clone().unwrap_or_default(),
-                    port,
-                }
-            } else if !eps.is_empty() {
-                AddressSource::Endpoints(eps.into_iter().map(|e| (e.host, e.port)).collect())
-            } else {
-                AddressSource::Dns {
-                    host: r.name.clone(),
-                    port: svc.target_port(port),
-                }
-            };
-            (source, labels)
-        }
+        Some(svc) => service_source(svc, port),
         None => (
             AddressSource::Dns {
                 host: r.name.clone(),
@@ -480,6 +464,56 @@ fn backend_for(
         ),
     };
     Ok(backends.get_or_create(key, source, labels))
+}
+
+/// Where port `port` of `svc` is and the labels plugins' selectors see: its endpoints, else its
+/// ExternalName, else its own name by DNS (at the target port).
+fn service_source(svc: &conf::Service, port: u16) -> (AddressSource, Vec<(String, String)>) {
+    let labels = svc
+        .labels()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let eps = svc.endpoints();
+    let source = if svc.is_external_name() {
+        AddressSource::Dns {
+            host: svc.spec.external_name.clone().unwrap_or_default(),
+            port,
+        }
+    } else if !eps.is_empty() {
+        AddressSource::Endpoints(eps.into_iter().map(|e| (e.host, e.port)).collect())
+    } else {
+        AddressSource::Dns {
+            host: svc.metadata.name.clone(),
+            port: svc.target_port(port),
+        }
+    };
+    (source, labels)
+}
+
+/// Backends for plugins' HTTP and gRPC calls beyond the routes' own: every port of every Service
+/// that says where it is (`wasmgate.io/endpoints` or `type: ExternalName`), as Envoy has a cluster
+/// for each service, routed or not. A Service that says nothing is only looked up by DNS when a
+/// route uses it: without Kubernetes' DNS, most such names (from manifests dropped in whole)
+/// resolve nowhere, and each would be looked up and warned about every `--dns-refresh`.
+fn call_backends(res: &Resources<'_>, backends: &Backends, used: &mut HashSet<BackendKey>) {
+    for ((ns, name), svc) in &res.services {
+        if !svc.is_external_name() && svc.endpoints().is_empty() {
+            continue;
+        }
+        for p in &svc.spec.ports {
+            let key = BackendKey {
+                namespace: (*ns).to_owned(),
+                name: (*name).to_owned(),
+                port: p.port,
+            };
+            if used.contains(&key) {
+                continue;
+            }
+            let (source, labels) = service_source(svc, p.port);
+            used.insert(backends.get_or_create(key, source, labels).key.clone());
+        }
+    }
 }
 
 /// The compiled part of `/config_dump`.

@@ -138,7 +138,10 @@ impl Reloader {
         let res = resources(snapshot);
         let compiled = config::compile(&res, &self.backends, &self.options, self.generation);
         // New backends get their addresses before their routes go live (DNS off the request path).
-        backends::resolve_unresolved(&self.backends, limits::INITIAL_RESOLVE_TIMEOUT).await;
+        backends::resolve_unresolved(&self.backends, limits::INITIAL_RESOLVE_TIMEOUT, |k| {
+            compiled.routed.contains(k)
+        })
+        .await;
         let listeners = compiled.listeners.clone();
         let entries = compiled.routes.entry_count();
         // Swap first, then open ports: a new port's routes exist before it accepts a connection.

@@ -133,3 +133,70 @@ async fn http_calls_properties_and_network_plugins() {
     let (s, _, body) = get(port, &[]).await;
     assert_eq!((s, body.as_str()), (403, "RBAC: access denied"));
 }
+
+/// Plugins' HTTP calls reuse kept-alive connections to the upstream they call, as Envoy's cluster
+/// pools do: a plugin calling out on every request does not open a connection for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_http_calls_reuse_upstream_connections() {
+    use wasmgate_e2e::raw::{RawUpstream, Reply, ok};
+    let up = Upstream::start("a").await;
+    let calls = RawUpstream::start(|_| Reply::Send(ok(b"pong"))).await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("gateway.yaml", &gateway_yaml("gw", port));
+    dir.write(
+        "services.yaml",
+        &format!(
+            "{}---\n{}",
+            service_yaml("a", 80, &[up.addr]),
+            service_yaml("calls", 80, &[calls.addr])
+        ),
+    );
+    dir.write(
+        "route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - backendRefs: [{name: a, port: 80}]\n",
+    );
+    dir.write(
+        "hostcalls.yaml",
+        &format!(
+            "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: hostcalls}}\nspec:\n  url: {}\n",
+            dist("hostcalls")
+        ),
+    );
+    let cache = tempfile::tempdir().expect("cache");
+    // One worker: every call comes from the same pool.
+    let _gw = Gateway::start_with(
+        &dir,
+        &[
+            "--cache-dir",
+            cache.path().to_str().expect("utf-8"),
+            "--threads",
+            "1",
+        ],
+    )
+    .await;
+    eventually(PATIENCE, "the hostcalls plugin running", || async {
+        let (_, h, _) = get(port, &[("x-test", "properties")]).await;
+        h.contains_key("x-hostcalls").then_some(())
+    })
+    .await;
+
+    for i in 0..5 {
+        let (s, h, body) = get(port, &[("x-test", "http-call"), ("x-upstream", "calls")]).await;
+        assert_eq!(s, 200, "call {i}: {body}");
+        assert_eq!(h["x-call-status"], "200", "call {i}");
+    }
+    let seen = calls.seen();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(
+        calls.connections(),
+        1,
+        "every call on one kept-alive connection"
+    );
+    assert!(
+        seen.iter().all(|r| r.head.method() == "POST"
+            && r.head.target() == "/hostcalls"
+            && r.head.get("host") == Some("calls")),
+        "{seen:?}"
+    );
+}

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AddressSource, Backend, Backends};
+use super::{AddressSource, Backend, BackendKey, Backends};
 
 /// Addresses known without DNS (IP literals); `None` if some target needs a lookup.
 pub(super) fn literal_addresses(source: &AddressSource) -> Option<Vec<SocketAddr>> {
@@ -52,15 +52,24 @@ pub async fn resolve(backend: &Backend) {
     }
 }
 
-/// Resolves every backend that has no address yet (called by reload before a swap, so a new
-/// route's backend is usable the moment the route is).
-pub async fn resolve_unresolved(backends: &Backends, timeout: Duration) {
-    let pending: Vec<Arc<Backend>> = backends
+/// Resolves every backend that has no address yet (called by reload before a swap), waiting at
+/// most `timeout` for those `wait_for` selects, so a new route's backend is usable the moment the
+/// route is; the others (only plugins call them) resolve in the background and do not hold the
+/// reload up.
+pub async fn resolve_unresolved(
+    backends: &Backends,
+    timeout: Duration,
+    wait_for: impl Fn(&BackendKey) -> bool,
+) {
+    let (waited, background): (Vec<Arc<Backend>>, Vec<Arc<Backend>>) = backends
         .all()
         .into_iter()
         .filter(|b| b.addresses().is_empty())
-        .collect();
-    let work = futures_lite_join(pending);
+        .partition(|b| wait_for(&b.key));
+    for b in background {
+        tokio::spawn(async move { resolve(&b).await });
+    }
+    let work = futures_lite_join(waited);
     let _ = tokio::time::timeout(timeout, work).await;
 }
 

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use wasmgate_runtime::{
     CallCompletion, CallResponse, GrpcCall, GrpcStream, GrpcStreamEvents, GrpcStreamSink,
     HeaderList, Host, HttpCall, LogLevel, Status,
@@ -109,28 +112,46 @@ pub fn find_upstream(backends: &Backends, upstream: &str) -> Option<Arc<Backend>
     })
 }
 
+/// The client of plugins' HTTP calls on this thread: keep-alive connections pooled per upstream
+/// address, as Envoy's cluster pools serve them, so a plugin that calls out on every request (an
+/// authorization service, say) does not open a connection for each. One per thread, because each
+/// worker runs its own runtime and a pooled connection's task lives on the runtime that opened it.
+fn call_client() -> Client<HttpConnector, Full<Bytes>> {
+    thread_local! {
+        static CLIENT: Client<HttpConnector, Full<Bytes>> = {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(crate::limits::UPSTREAM_CONNECT_TIMEOUT));
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(crate::limits::UPSTREAM_IDLE_TIMEOUT)
+                .pool_max_idle_per_host(crate::limits::UPSTREAM_KEEPALIVE_POOL)
+                .build(connector)
+        };
+    }
+    CLIENT.with(Client::clone)
+}
+
 async fn http_call(backend: &Backend, call: HttpCall) -> anyhow::Result<CallResponse> {
     let addr = backend
         .pick()
         .ok_or_else(|| anyhow::anyhow!("backend has no address"))?;
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
     let h = &call.headers;
     let method = h.get(":method").unwrap_or(b"GET");
-    let path = h.get(":path").unwrap_or(b"/");
+    let path = std::str::from_utf8(h.get(":path").unwrap_or(b"/"))?;
+    // The address in the URI picks the pooled connection; the request line carries the path.
+    let uri: http::Uri = format!("http://{addr}{path}").parse()?;
     let mut req = http::Request::builder()
         .method(http::Method::from_bytes(method)?)
-        .uri(std::str::from_utf8(path)?);
+        .uri(uri);
     if let Some(a) = h.get(":authority") {
         req = req.header(http::header::HOST, a);
     }
     for (k, v) in h.iter().filter(|(k, _)| !k.starts_with(b":")) {
         req = req.header(k, v);
     }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(call.body)))?)
+    let resp = call_client()
+        .request(req.body(Full::new(Bytes::from(call.body)))?)
         .await?;
     let mut headers = HeaderList::new();
     headers.push(":status", resp.status().as_str());
