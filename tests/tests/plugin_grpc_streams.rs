@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -32,13 +33,17 @@ fn frame(message: &[u8]) -> Bytes {
 /// message as it arrives, and when the client half-closes, trailers `grpc-status: 0`,
 /// `grpc-message: all done` (percent-encoded) and `x-server-trailer: t`. The third stream is
 /// refused with a trailers-only response: `grpc-status: 7`, `grpc-message: denied!`.
-async fn grpc_server(log: Log) -> SocketAddr {
+/// Also returns the number of connections it accepted.
+async fn grpc_server(log: Log) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
             let log = log.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| echo(req, log.clone()));
@@ -48,7 +53,7 @@ async fn grpc_server(log: Log) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 type Reply = BoxBody<Bytes, Infallible>;
@@ -146,7 +151,7 @@ async fn get(port: u16, path: &str, test: &str) -> (u16, reqwest::header::Header
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
     let log: Log = Arc::default();
-    let grpc = grpc_server(log.clone()).await;
+    let (grpc, connections) = grpc_server(log.clone()).await;
     let up = Upstream::start("a").await;
     let port = free_port();
     let dir = ConfigDir::new();
@@ -177,9 +182,15 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
         &plugin("hostcalls-down", "down", "{grpc_upstream: grpc-down}"),
     );
     let cache = tempfile::tempdir().expect("cache");
+    // One worker, so every call and stream shares its connection pool.
     let _gw = Gateway::start_with(
         &dir,
-        &["--cache-dir", cache.path().to_str().expect("utf-8")],
+        &[
+            "--cache-dir",
+            cache.path().to_str().expect("utf-8"),
+            "--threads",
+            "1",
+        ],
     )
     .await;
 
@@ -268,4 +279,8 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
     let (s, _, body) = get(port, "/down", "grpc-call").await;
     assert_eq!(s, 503, "{body}");
     assert!(body.starts_with("grpc call failed: status 14"), "{body}");
+
+    // Three streams and a call, one reset among them, all on one HTTP/2 connection.
+    assert_eq!(log.lock().unwrap().len(), 4);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
 }

@@ -4,7 +4,10 @@
 //! response headers is 14 UNAVAILABLE, a reset after them 13 INTERNAL, a body that ends without
 //! trailers 2 UNKNOWN, a non-200 response without `grpc-status` 1 CANCELLED.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,6 +15,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 use wasmgate_runtime::{
@@ -309,6 +313,37 @@ async fn run(
     }
 }
 
+thread_local! {
+    /// This worker's HTTP/2 connections to plugins' gRPC upstreams, one per address, shared by
+    /// every call and stream to it (HTTP/2 multiplexes them, as Envoy's gRPC client shares its
+    /// cluster's connections): a connection and a handshake per call would cost a round trip and
+    /// a socket each. Per worker, because a connection's task runs on the runtime that opened it.
+    static CONNECTIONS: RefCell<HashMap<SocketAddr, SendRequest<Outgoing>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A ready HTTP/2 connection to `addr`: this worker's open one, else a new one (kept for the
+/// next call). One the upstream closed is replaced.
+async fn connection(addr: SocketAddr) -> anyhow::Result<SendRequest<Outgoing>> {
+    let open = CONNECTIONS.with(|c| c.borrow().get(&addr).filter(|s| !s.is_closed()).cloned());
+    if let Some(mut sender) = open
+        && sender.ready().await.is_ok()
+    {
+        return Ok(sender);
+    }
+    let tcp = tokio::time::timeout(
+        UPSTREAM_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await??;
+    tcp.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    CONNECTIONS.with(|c| c.borrow_mut().insert(addr, sender.clone()));
+    Ok(sender)
+}
+
 /// Connects, opens the HTTP/2 stream and waits for the response headers.
 async fn request(
     backend: &Backend,
@@ -318,15 +353,7 @@ async fn request(
     let addr = backend
         .pick()
         .ok_or_else(|| anyhow::anyhow!("backend has no address"))?;
-    let tcp = tokio::time::timeout(
-        UPSTREAM_CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await??;
-    tcp.set_nodelay(true)?;
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
+    let mut sender = connection(addr).await?;
     // Envoy's `:authority` for a cluster is the cluster name; an Istio cluster name
     // (`outbound|PORT||HOST`) is no valid authority, so the backend's name stands in for it.
     let path = format!("/{}/{}", stream.service, stream.method);
