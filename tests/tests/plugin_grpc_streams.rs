@@ -33,6 +33,7 @@ fn frame(message: &[u8]) -> Bytes {
 /// message as it arrives, and when the client half-closes, trailers `grpc-status: 0`,
 /// `grpc-message: all done` (percent-encoded) and `x-server-trailer: t`. The third stream is
 /// refused with a trailers-only response: `grpc-status: 7`, `grpc-message: denied!`.
+/// Each request is logged with its path, `x-from`, `content-type` and `grpc-timeout` (if any).
 /// Also returns the number of connections it accepted.
 async fn grpc_server(log: Log) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -69,11 +70,15 @@ async fn echo(req: http::Request<Incoming>, log: Log) -> Result<http::Response<R
             .headers()
             .get("content-type")
             .map_or("", |v| v.to_str().unwrap_or(""));
-        log.push(vec![
+        let mut entry = vec![
             req.uri().path().to_string(),
             format!("x-from:{from}"),
             format!("content-type:{content_type}"),
-        ]);
+        ];
+        if let Some(t) = req.headers().get("grpc-timeout") {
+            entry.push(format!("grpc-timeout:{}", t.to_str().unwrap_or("")));
+        }
+        log.push(entry);
         log.len() - 1
     };
     if index == 2 {
@@ -272,6 +277,8 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
             "/hostcalls.Echo/Ping",
             "x-from:hostcalls",
             "content-type:application/grpc",
+            // The plugin's 5 s timeout, as Envoy sends it.
+            "grpc-timeout:5000m",
             "msg:ping",
             "end"
         ]

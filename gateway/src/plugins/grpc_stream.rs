@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -60,11 +61,19 @@ pub fn call(
 ) {
     let (commands, rx) = mpsc::unbounded_channel();
     let _ = commands.send(Command::Message(frame(&call.message), true));
+    let mut initial_metadata = call.initial_metadata;
+    // The deadline travels with the call, as Envoy's async client sends it, so the server can
+    // give up when the caller has.
+    if let Some(t) = call.timeout
+        && initial_metadata.get("grpc-timeout").is_none()
+    {
+        initial_metadata.push("grpc-timeout", grpc_timeout(t));
+    }
     let stream = GrpcStream {
         upstream: call.upstream,
         service: call.service,
         method: call.method,
-        initial_metadata: call.initial_metadata,
+        initial_metadata,
     };
     // As HTTP calls: a call without a timeout is still bounded, by how long a plugin may pause.
     let timeout = call.timeout.unwrap_or(PLUGIN_PAUSE_TIMEOUT);
@@ -313,6 +322,29 @@ async fn run(
     }
 }
 
+/// `grpc-timeout` for `t`, as Envoy's `Common::toGrpcTimeout`: whole milliseconds, in the
+/// smallest of ms, s, min, h that fits the header's 8 digits (clipped at 99999999 h).
+fn grpc_timeout(t: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let mut value = t.as_millis();
+    let mut units = ['m', 'S', 'M', 'H'].into_iter().peekable();
+    let mut unit = units.next().expect("units");
+    if value > MAX {
+        value /= 1000;
+        unit = units.next().expect("units");
+    }
+    while value > MAX {
+        match units.next() {
+            Some(next) => {
+                value /= 60;
+                unit = next;
+            }
+            None => value = MAX,
+        }
+    }
+    format!("{value}{unit}")
+}
+
 thread_local! {
     /// This worker's HTTP/2 connections to plugins' gRPC upstreams, one per address, shared by
     /// every call and stream to it (HTTP/2 multiplexes them, as Envoy's gRPC client shares its
@@ -462,6 +494,23 @@ fn header_list(status: Option<&str>, headers: &http::HeaderMap) -> HeaderList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_as_envoy_writes_them() {
+        let cases = [
+            (Duration::from_millis(0), "0m"),
+            (Duration::from_micros(5_500), "5m"),
+            (Duration::from_secs(5), "5000m"),
+            (Duration::from_millis(99_999_999), "99999999m"),
+            (Duration::from_millis(100_000_000), "100000S"),
+            (Duration::from_secs(100_000_000), "1666666M"),
+            (Duration::from_secs(6_000_000_000), "1666666H"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(grpc_timeout(t), want, "{t:?}");
+        }
+    }
 
     #[test]
     fn messages_are_split_at_frame_boundaries_and_bounded() {
