@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
+use wasmtime::TypedFunc;
 
 use crate::abi::Status;
 use crate::error::RuntimeError;
@@ -546,38 +547,50 @@ fn deliver_response(
     );
     let (status, message) = (r.grpc_status, r.grpc_message.clone());
     vm.store.data_mut().call_response = Some(r);
+    let grpc = |vm: &mut Vm, name, f, n| grpc_callback(vm, name, f, ctx, budget, (c, t, n));
     if status != 0 {
         vm.store.data_mut().last_status = (status, message.into_bytes());
-        if let Some(f) = cb.grpc_close.as_ref() {
-            vm.call("proxy_on_grpc_close", ctx, budget, |s| {
-                f.call(s, (c, t, status as i32))
-            })?;
-        }
-        return Ok(());
+        return grpc(vm, GRPC_CLOSE, &cb.grpc_close, status as i32);
     }
-    if headers > 0
-        && let Some(f) = cb.grpc_initial_metadata.as_ref()
-    {
-        vm.call("proxy_on_grpc_receive_initial_metadata", ctx, budget, |s| {
-            f.call(s, (c, t, headers))
-        })?;
+    if headers > 0 {
+        grpc(
+            vm,
+            GRPC_INITIAL_METADATA,
+            &cb.grpc_initial_metadata,
+            headers,
+        )?;
     }
-    if let Some(f) = cb.grpc_receive.as_ref() {
-        vm.call("proxy_on_grpc_receive", ctx, budget, |s| {
-            f.call(s, (c, t, body))
-        })?;
-    }
-    if trailers > 0
-        && let Some(f) = cb.grpc_trailing_metadata.as_ref()
-    {
-        vm.call(
-            "proxy_on_grpc_receive_trailing_metadata",
-            ctx,
-            budget,
-            |s| f.call(s, (c, t, trailers)),
+    grpc(vm, GRPC_RECEIVE, &cb.grpc_receive, body)?;
+    if trailers > 0 {
+        grpc(
+            vm,
+            GRPC_TRAILING_METADATA,
+            &cb.grpc_trailing_metadata,
+            trailers,
         )?;
     }
     Ok(())
+}
+
+const GRPC_INITIAL_METADATA: &str = "proxy_on_grpc_receive_initial_metadata";
+const GRPC_RECEIVE: &str = "proxy_on_grpc_receive";
+const GRPC_TRAILING_METADATA: &str = "proxy_on_grpc_receive_trailing_metadata";
+const GRPC_CLOSE: &str = "proxy_on_grpc_close";
+
+/// Calls one of the gRPC callbacks, all `(context, token, size or status)`, if the module
+/// exports it (a missing one is skipped, as in cpp-host).
+fn grpc_callback(
+    vm: &mut Vm,
+    name: &'static str,
+    f: &Option<TypedFunc<(i32, i32, i32), ()>>,
+    ctx: u32,
+    budget: std::time::Duration,
+    args: (i32, i32, i32),
+) -> Result<(), RuntimeError> {
+    match f {
+        Some(f) => vm.call(name, ctx, budget, |s| f.call(s, args)),
+        None => Ok(()),
+    }
 }
 
 /// Streams (other than `except`, whose caller collects its own) with deferred actions learn
@@ -792,69 +805,57 @@ fn deliver_stream_event(
     let cb = Arc::clone(&vm.cb);
     let (c, t) = (ctx as i32, token as i32);
     let state = vm.store.data_mut();
-    match event {
-        GrpcStreamEvent::InitialMetadata(headers) => {
-            let n = headers.len() as i32;
-            state.call_response = Some(CallResponse {
+    let (name, f, response) = match event {
+        GrpcStreamEvent::InitialMetadata(headers) => (
+            GRPC_INITIAL_METADATA,
+            &cb.grpc_initial_metadata,
+            CallResponse {
                 headers,
                 ..Default::default()
-            });
-            match cb.grpc_initial_metadata.as_ref() {
-                Some(f) => vm.call("proxy_on_grpc_receive_initial_metadata", ctx, budget, |s| {
-                    f.call(s, (c, t, n))
-                }),
-                None => Ok(()),
-            }
-        }
-        GrpcStreamEvent::Message(body) => {
-            let n = body.len() as i32;
-            state.call_response = Some(CallResponse {
+            },
+        ),
+        GrpcStreamEvent::Message(body) => (
+            GRPC_RECEIVE,
+            &cb.grpc_receive,
+            CallResponse {
                 body,
                 ..Default::default()
-            });
-            match cb.grpc_receive.as_ref() {
-                Some(f) => vm.call("proxy_on_grpc_receive", ctx, budget, |s| {
-                    f.call(s, (c, t, n))
-                }),
-                None => Ok(()),
-            }
-        }
-        GrpcStreamEvent::TrailingMetadata(trailers) => {
-            let n = trailers.len() as i32;
-            state.call_response = Some(CallResponse {
+            },
+        ),
+        GrpcStreamEvent::TrailingMetadata(trailers) => (
+            GRPC_TRAILING_METADATA,
+            &cb.grpc_trailing_metadata,
+            CallResponse {
                 trailers,
                 ..Default::default()
-            });
-            match cb.grpc_trailing_metadata.as_ref() {
-                Some(f) => vm.call(
-                    "proxy_on_grpc_receive_trailing_metadata",
-                    ctx,
-                    budget,
-                    |s| f.call(s, (c, t, n)),
-                ),
-                None => Ok(()),
-            }
-        }
+            },
+        ),
         GrpcStreamEvent::Close { status, message } => {
             if let Some(entry) = state.grpc_streams.get_mut(&token) {
                 entry.remote_closed = true;
                 entry.sink = None;
             }
             state.last_status = (status, message.into_bytes());
-            let result = match cb.grpc_close.as_ref() {
-                Some(f) => vm.call("proxy_on_grpc_close", ctx, budget, |s| {
-                    f.call(s, (c, t, status as i32))
-                }),
-                None => Ok(()),
-            };
+            let result = grpc_callback(
+                vm,
+                GRPC_CLOSE,
+                &cb.grpc_close,
+                ctx,
+                budget,
+                (c, t, status as i32),
+            );
             // Envoy forgets the stream here only if the plugin had closed its side too.
             let streams = &mut vm.store.data_mut().grpc_streams;
             if streams.get(&token).is_some_and(|e| e.local_closed) {
                 streams.remove(&token);
             }
-            result
+            return result;
         }
-    }
+    };
+    // The size of what the callback can read: its only part of the response.
+    let n = (response.headers.len() + response.body.len() + response.trailers.len()) as i32;
+    state.call_response = Some(response);
+    grpc_callback(vm, name, f, ctx, budget, (c, t, n))
 }
 
 impl StreamCtx {
