@@ -29,6 +29,23 @@ macro_rules! tri {
     };
 }
 
+/// What `proxy_grpc_call` and `proxy_grpc_stream` both read: upstream, service, method and
+/// initial metadata, each a `(pointer, length)` in guest memory.
+fn grpc_target(
+    c: &C<'_>,
+    upstream: (i32, i32),
+    service: (i32, i32),
+    method: (i32, i32),
+    metadata: (i32, i32),
+) -> Result<GrpcStream, Status> {
+    Ok(GrpcStream {
+        upstream: String::from_utf8_lossy(&read(c, upstream.0, upstream.1)?).into_owned(),
+        service: read_string(c, service.0, service.1)?,
+        method: read_string(c, method.0, method.1)?,
+        initial_metadata: pairs_from(c, metadata.0, metadata.1)?,
+    })
+}
+
 fn code(r: Result<(), Status>) -> i32 {
     r.map_or_else(Status::code, |()| Status::Ok.code())
 }
@@ -483,12 +500,18 @@ fn add_calls(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          ret_token: i32|
          -> R {
             guard(&c, "proxy_grpc_call")?;
-            let upstream = String::from_utf8_lossy(&tri!(read(&c, up_ptr, up_len))).into_owned();
+            let target = tri!(grpc_target(
+                &c,
+                (up_ptr, up_len),
+                (svc_ptr, svc_len),
+                (m_ptr, m_len),
+                (md_ptr, md_len)
+            ));
             let call = GrpcCall {
-                upstream,
-                service: tri!(read_string(&c, svc_ptr, svc_len)),
-                method: tri!(read_string(&c, m_ptr, m_len)),
-                initial_metadata: tri!(pairs_from(&c, md_ptr, md_len)),
+                upstream: target.upstream,
+                service: target.service,
+                method: target.method,
+                initial_metadata: target.initial_metadata,
                 message: tri!(read(&c, msg_ptr, msg_len)),
                 timeout: timeout(timeout_ms),
             };
@@ -511,13 +534,13 @@ fn add_calls(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          ret_token: i32|
          -> R {
             guard(&c, "proxy_grpc_stream")?;
-            let upstream = String::from_utf8_lossy(&tri!(read(&c, up_ptr, up_len))).into_owned();
-            let stream = GrpcStream {
-                upstream,
-                service: tri!(read_string(&c, svc_ptr, svc_len)),
-                method: tri!(read_string(&c, m_ptr, m_len)),
-                initial_metadata: tri!(pairs_from(&c, md_ptr, md_len)),
-            };
+            let stream = tri!(grpc_target(
+                &c,
+                (up_ptr, up_len),
+                (svc_ptr, svc_len),
+                (m_ptr, m_len),
+                (md_ptr, md_len)
+            ));
             let token = tri!(crate::context::open_grpc_stream(c.data_mut(), stream));
             Ok(code(write_u32(&mut c, ret_token, token)))
         },
