@@ -54,8 +54,9 @@ pub async fn resolve(backend: &Backend) {
 
 /// Resolves every backend that has no address yet (called by reload before a swap), waiting at
 /// most `timeout` for those `wait_for` selects, so a new route's backend is usable the moment the
-/// route is; the others (only plugins call them) resolve in the background and do not hold the
-/// reload up.
+/// route is. The others (only plugins call them) resolve in the background and do not hold the
+/// reload up; one already tried is left to the periodic refresh, so a name that resolves nowhere
+/// is not looked up again at every reload (a config rewritten every 100 ms reloads that often).
 pub async fn resolve_unresolved(
     backends: &Backends,
     timeout: Duration,
@@ -66,7 +67,7 @@ pub async fn resolve_unresolved(
         .into_iter()
         .filter(|b| b.addresses().is_empty())
         .partition(|b| wait_for(&b.key));
-    for b in background {
+    for b in background.into_iter().filter(|b| b.last_error().is_none()) {
         tokio::spawn(async move { resolve(&b).await });
     }
     let work = futures_lite_join(waited);
