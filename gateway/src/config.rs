@@ -224,32 +224,26 @@ fn attach_chains(
                         Some((ns.to_owned(), name.to_owned(), gateway_labels(gw)))
                     })
                     .collect();
+                let build = |backend: Option<(&Backend, &BTreeMap<String, String>)>| {
+                    chain::build(
+                        &candidates,
+                        &Target {
+                            port: *port,
+                            gateways: &gateways,
+                            route: Some(&rule.route),
+                            backend,
+                        },
+                    )
+                };
                 let by_backend: Vec<_> = rule
                     .backends
                     .iter()
                     .map(|(b, _)| {
                         let labels: BTreeMap<String, String> = b.labels.iter().cloned().collect();
-                        let chain = chain::build(
-                            &candidates,
-                            &Target {
-                                port: *port,
-                                gateways: &gateways,
-                                route: Some(&rule.route),
-                                backend: Some((b, &labels)),
-                            },
-                        );
-                        (b.clone(), chain)
+                        (b.clone(), build(Some((b, &labels))))
                     })
                     .collect();
-                let without_backend = chain::build(
-                    &candidates,
-                    &Target {
-                        port: *port,
-                        gateways: &gateways,
-                        route: Some(&rule.route),
-                        backend: None,
-                    },
-                );
+                let without_backend = build(None);
                 (!without_backend.is_empty() || by_backend.iter().any(|(_, c)| !c.is_empty())).then(
                     || {
                         Arc::new(PortChains {
