@@ -110,14 +110,10 @@ impl Gateway {
         };
         let Some(entry) = ctx.config.routes.lookup(&view) else {
             let explain = format!("no route for {host}{}", view.path);
-            // Gateway-wide plugins still run before the 404 (Envoy's filters precede its router).
-            if let Some(chain) = ctx.config.unrouted_chains.get(&port).cloned() {
-                let host = host.to_string();
-                if run_request_chain(ds, ctx, chain, scheme, &host).await? {
-                    return Ok(true);
-                }
-            }
-            return Error::e_explain(errors::NO_ROUTE, explain);
+            // Gateway-wide plugins still run before the 404.
+            let chain = ctx.config.unrouted_chains.get(&port).cloned();
+            let not_found = Error::e_explain(errors::NO_ROUTE, explain);
+            return plugins_then(ds, ctx, chain, scheme, not_found).await;
         };
         let rule = entry.rule.clone();
         let chains = entry.chains.clone();
@@ -154,15 +150,10 @@ impl Gateway {
                     NoBackend::Refused(why) => format!("route {}: {why}", rule.route),
                 };
                 ctx.rule = Some(rule);
-                // The plugins of the gateway and the route still run, and see the 500 as a
-                // response.
-                if let Some(chain) = chains.as_ref().and_then(|c| c.for_no_backend()).cloned() {
-                    let host = host.to_string();
-                    if run_request_chain(ds, ctx, chain, scheme, &host).await? {
-                        return Ok(true);
-                    }
-                }
-                return Error::e_explain(errors::NO_BACKEND, message);
+                // The plugins of the gateway and the route still run before the 500.
+                let chain = chains.as_ref().and_then(|c| c.for_no_backend()).cloned();
+                let no_backend = Error::e_explain(errors::NO_BACKEND, message);
+                return plugins_then(ds, ctx, chain, scheme, no_backend).await;
             }
         };
         let chain = chains
@@ -171,13 +162,7 @@ impl Gateway {
             .cloned();
         ctx.backend = Some(backend.clone());
         ctx.rule = Some(rule);
-        match chain {
-            None => Ok(false),
-            Some(chain) => {
-                let host = host.to_string();
-                run_request_chain(ds, ctx, chain, scheme, &host).await
-            }
-        }
+        plugins_then(ds, ctx, chain, scheme, Ok(false)).await
     }
 
     /// One chunk of the request body through the plugins. `body` is what goes upstream (`None`:
@@ -525,16 +510,34 @@ fn stream_info(ds: &ServerSession, ctx: &RequestCtx) -> wasmgate_runtime::Stream
 
 /// Runs the request-header callbacks of the chain, in order. `Ok(true)`: a plugin (or deny-all)
 /// answered and the response is written.
+/// The request's plugins (`chain`, if any), then `router`'s answer unless a plugin answered the
+/// request itself: Envoy's filters run before its router, whose 404 or 500 is then a response
+/// like any other to them.
+async fn plugins_then(
+    ds: &mut ServerSession,
+    ctx: &mut RequestCtx,
+    chain: Option<Chain>,
+    scheme: &str,
+    router: Result<bool>,
+) -> Result<bool> {
+    if let Some(chain) = chain
+        && run_request_chain(ds, ctx, chain, scheme).await?
+    {
+        return Ok(true);
+    }
+    router
+}
+
 async fn run_request_chain(
     ds: &mut ServerSession,
     ctx: &mut RequestCtx,
     chain: Chain,
     scheme: &str,
-    host: &str,
 ) -> Result<bool> {
     let info = Arc::new(stream_info(ds, ctx));
     let timeout = pause_timeout(ctx.rule.as_deref(), ctx.start);
-    let mut headers = filter::request_list(ds.req_header(), scheme, host);
+    let host = normalize_host(request_host(ds.req_header())).into_owned();
+    let mut headers = filter::request_list(ds.req_header(), scheme, &host);
     // A reference, kept to tell at the end whether a plugin edited the list (see `is_same`).
     let seen = headers.clone();
     let eos = ds.is_body_empty();
@@ -582,7 +585,7 @@ async fn run_request_chain(
         }
     }
     if !headers.is_same(&seen) {
-        filter::apply_request(ds.req_header_mut(), scheme, host, &headers);
+        filter::apply_request(ds.req_header_mut(), scheme, &host, &headers);
     }
     if let Some(run) = ctx.wasm.as_mut() {
         run.no_request_body = eos;
