@@ -169,13 +169,7 @@ impl fmt::Display for NotAllowed {
 mod tests {
     use super::*;
     use crate::selector::LabelSelector;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::selector::tests::labels;
 
     #[test]
     fn from_same_all_and_selector() {
