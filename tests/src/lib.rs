@@ -88,6 +88,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     stderr: Arc<Mutex<String>>,
     stdout: Arc<Mutex<String>>,
+    /// The module cache of [`Gateway::start_with_cache`], removed after the gateway stopped.
+    _cache: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -105,6 +107,17 @@ impl Gateway {
         args.extend(["--listen-address", "127.0.0.1"].map(String::from));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         Self::launch(&args).await
+    }
+
+    /// [`Gateway::start_with`] and a module cache of its own (`--cache-dir`), so plugin tests
+    /// neither share modules nor touch the user's cache.
+    pub async fn start_with_cache(dir: &ConfigDir, extra: &[&str]) -> Self {
+        let cache = tempfile::tempdir().expect("cache dir");
+        let mut args = vec!["--cache-dir", cache.path().to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let mut gw = Self::start_with(dir, &args).await;
+        gw._cache = Some(cache);
+        gw
     }
 
     /// Starts `wasmgate <args>` with a free admin port, a short grace period, JSON access logs and two
@@ -137,6 +150,7 @@ impl Gateway {
             admin,
             stderr,
             stdout,
+            _cache: None,
         };
         gw.wait_ready().await;
         gw

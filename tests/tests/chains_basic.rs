@@ -34,7 +34,6 @@ struct Setup {
     _dir: ConfigDir,
     gw: Gateway,
     _ups: (Upstream, Upstream),
-    _cache: tempfile::TempDir,
 }
 
 /// Gateway `gw` (labels `team: edge`), Services `a` (labels `app: a`) and `b`, routes
@@ -70,18 +69,12 @@ async fn setup(files: &[(&str, String)]) -> Setup {
     for (name, text) in files {
         dir.write(name, text);
     }
-    let cache = tempfile::tempdir().expect("cache dir");
-    let gw = Gateway::start_with(
-        &dir,
-        &["--cache-dir", cache.path().to_str().expect("utf-8")],
-    )
-    .await;
+    let gw = Gateway::start_with_cache(&dir, &[]).await;
     Setup {
         port,
         _dir: dir,
         gw,
         _ups: (a, b),
-        _cache: cache,
     }
 }
 

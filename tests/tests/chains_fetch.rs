@@ -122,18 +122,8 @@ async fn modules_over_oci_with_and_without_credentials_and_over_http() {
         "http.yaml",
         &appender("http", &format!("http://{http}/append.wasm"), ""),
     );
-    let cache = tempfile::tempdir().expect("cache");
     let insecure = format!("{},{}", open.host(), private.host());
-    let gw = Gateway::start_with(
-        &dir,
-        &[
-            "--cache-dir",
-            cache.path().to_str().expect("utf-8"),
-            "--insecure-registries",
-            &insecure,
-        ],
-    )
-    .await;
+    let gw = Gateway::start_with_cache(&dir, &["--insecure-registries", &insecure]).await;
     eventually(WAIT, "all three fetched plugins run", || async {
         let r = client()
             .get(format!("http://127.0.0.1:{port}/"))
@@ -186,17 +176,7 @@ async fn a_registry_that_comes_back_heals_the_plugin_in_the_background() {
             "  failStrategy: FAIL_OPEN\n",
         ),
     );
-    let cache = tempfile::tempdir().expect("cache");
-    let gw = Gateway::start_with(
-        &dir,
-        &[
-            "--cache-dir",
-            cache.path().to_str().expect("utf-8"),
-            "--insecure-registries",
-            "*",
-        ],
-    )
-    .await;
+    let gw = Gateway::start_with_cache(&dir, &["--insecure-registries", "*"]).await;
     let r = client()
         .get(format!("http://127.0.0.1:{port}/"))
         .send()

@@ -61,7 +61,6 @@ struct Setup {
     gw: Gateway,
     _dir: ConfigDir,
     _ups: (Upstream, Upstream),
-    _cache: tempfile::TempDir,
 }
 
 /// Gateway `gw`; `/up` → an echo upstream, `/down` → an address refusing connections, `/slow` →
@@ -84,16 +83,12 @@ async fn setup(plugins: &[(&str, String)], args: &[&str]) -> Setup {
     for (name, text) in plugins {
         dir.write(name, text);
     }
-    let cache = tempfile::tempdir().expect("cache dir");
-    let mut all = vec!["--cache-dir", cache.path().to_str().expect("utf-8")];
-    all.extend_from_slice(args);
-    let gw = Gateway::start_with(&dir, &all).await;
+    let gw = Gateway::start_with_cache(&dir, args).await;
     Setup {
         port,
         gw,
         _dir: dir,
         _ups: (up, slow),
-        _cache: cache,
     }
 }
 

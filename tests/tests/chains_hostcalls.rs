@@ -41,12 +41,7 @@ async fn http_calls_properties_and_network_plugins() {
             dist("hostcalls")
         ),
     );
-    let cache = tempfile::tempdir().expect("cache");
-    let gw = Gateway::start_with(
-        &dir,
-        &["--cache-dir", cache.path().to_str().expect("utf-8")],
-    )
-    .await;
+    let gw = Gateway::start_with_cache(&dir, &[]).await;
 
     let hits = up.hits();
     for upstream in ["a", "a:80", "outbound|80||a.default.svc.cluster.local"] {
@@ -163,18 +158,8 @@ async fn plugin_http_calls_reuse_upstream_connections() {
             dist("hostcalls")
         ),
     );
-    let cache = tempfile::tempdir().expect("cache");
     // One worker: every call comes from the same pool.
-    let _gw = Gateway::start_with(
-        &dir,
-        &[
-            "--cache-dir",
-            cache.path().to_str().expect("utf-8"),
-            "--threads",
-            "1",
-        ],
-    )
-    .await;
+    let _gw = Gateway::start_with_cache(&dir, &["--threads", "1"]).await;
     eventually(PATIENCE, "the hostcalls plugin running", || async {
         let (_, h, _) = get(port, &[("x-test", "properties")]).await;
         h.contains_key("x-hostcalls").then_some(())

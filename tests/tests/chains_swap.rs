@@ -34,7 +34,6 @@ struct Setup {
     dir: ConfigDir,
     gw: Gateway,
     _up: Upstream,
-    _cache: tempfile::TempDir,
 }
 
 async fn setup(files: &[(&str, String)]) -> Setup {
@@ -47,18 +46,12 @@ async fn setup(files: &[(&str, String)]) -> Setup {
     for (name, text) in files {
         dir.write(name, text);
     }
-    let cache = tempfile::tempdir().expect("cache dir");
-    let gw = Gateway::start_with(
-        &dir,
-        &["--cache-dir", cache.path().to_str().expect("utf-8")],
-    )
-    .await;
+    let gw = Gateway::start_with_cache(&dir, &[]).await;
     Setup {
         port,
         dir,
         gw,
         _up: up,
-        _cache: cache,
     }
 }
 

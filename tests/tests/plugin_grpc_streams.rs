@@ -186,18 +186,8 @@ async fn plugin_grpc_stream_sends_receives_closes_and_cancels() {
         "hostcalls-down.yaml",
         &plugin("hostcalls-down", "down", "{grpc_upstream: grpc-down}"),
     );
-    let cache = tempfile::tempdir().expect("cache");
     // One worker, so every call and stream shares its connection pool.
-    let _gw = Gateway::start_with(
-        &dir,
-        &[
-            "--cache-dir",
-            cache.path().to_str().expect("utf-8"),
-            "--threads",
-            "1",
-        ],
-    )
-    .await;
+    let _gw = Gateway::start_with_cache(&dir, &["--threads", "1"]).await;
 
     // Three messages then a half-close: each arrives in order, each echo comes back as its own
     // message, then trailing metadata and the status from the trailers.

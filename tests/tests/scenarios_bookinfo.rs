@@ -74,18 +74,8 @@ async fn bookinfo_basic_auth_and_the_reviews_waypoint_plugin() {
             service("reviews", &reviews)
         ),
     );
-    let cache = tempfile::tempdir().expect("cache");
     let host = reg.host();
-    let gw = Gateway::start_with(
-        &dir,
-        &[
-            "--cache-dir",
-            cache.path().to_str().expect("utf-8"),
-            "--insecure-registries",
-            host.as_str(),
-        ],
-    )
-    .await;
+    let gw = Gateway::start_with_cache(&dir, &["--insecure-registries", host.as_str()]).await;
     let c = client();
     let get = |path: &str, auth: Option<&str>| {
         let mut req = c.get(format!("http://127.0.0.1:{port}{path}"));

@@ -79,19 +79,11 @@ async fn three_requests_250ms_apart_answer_200_200_403() {
             httpbin.addr
         ),
     );
-    let cache = tempfile::tempdir().expect("cache");
     let host = reg.host();
     // One worker, as the compose file runs it: the tutorial's bucket lives in each VM.
-    let gw = Gateway::start_with(
+    let gw = Gateway::start_with_cache(
         &dir,
-        &[
-            "--threads",
-            "1",
-            "--cache-dir",
-            cache.path().to_str().expect("utf-8"),
-            "--insecure-registries",
-            host.as_str(),
-        ],
+        &["--threads", "1", "--insecure-registries", host.as_str()],
     )
     .await;
     // Wait on the admin API, not on requests: those would spend tokens.
