@@ -120,21 +120,11 @@ PLUGINS_DIR=$REPO/plugins/dist
 mkdir -p "$WORK/home" "$WORK/cache"
 
 # --- processes ----------------------------------------------------------------------------------
-# poll_until TIMEOUT_S PID CMD...: run CMD every 0.2 s until it succeeds, failing early if PID
-# exits. Slower than lib.sh's polls on purpose: a process under valgrind needs the CPU.
-poll_until() {
-  local deadline=$((SECONDS + $1)) pid=$2
-  shift 2
-  until "$@"; do
-    kill -0 "$pid" 2>/dev/null || return 1
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
+# poll_until TIMEOUT_S PID CMD...: lib.sh's poll_every every 0.2 s, slower than run.sh's polls on
+# purpose: a process under valgrind needs the CPU.
+poll_until() { poll_every 0.2 "$@"; }
 
-admin_ready() {
-  [[ $(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/ready" || true) == 200 ]]
-}
+admin_ready() { answers_200 "http://127.0.0.1:$ADMIN_PORT/ready" 2; }
 
 # plugins_running N: the admin's /config_dump shows N WasmPlugins, all in state `running`.
 # /ready turns 200 once the routes serve, which can be before the plugins are fetched, compiled

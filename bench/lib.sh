@@ -25,15 +25,20 @@ render() {
 # port_busy PORT: true if something accepts connections on 127.0.0.1:PORT.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# wait_port PORT TIMEOUT_S PID: wait until PORT accepts, failing early if PID exits.
-wait_port() {
-  local port=$1 deadline=$((SECONDS + $2)) pid=$3
-  until port_busy "$port"; do
+# poll_every INTERVAL_S TIMEOUT_S PID CMD...: run CMD every INTERVAL_S until it succeeds, failing
+# early if PID exits or TIMEOUT_S passes.
+poll_every() {
+  local interval=$1 deadline=$((SECONDS + $2)) pid=$3
+  shift 3
+  until "$@"; do
     kill -0 "$pid" 2>/dev/null || return 1
     ((SECONDS < deadline)) || return 1
-    sleep 0.01
+    sleep "$interval"
   done
 }
+
+# wait_port PORT TIMEOUT_S PID: wait until PORT accepts, failing early if PID exits.
+wait_port() { poll_every 0.01 "$2" "$3" port_busy "$1"; }
 
 # start_bg LOG CMD...: start CMD in the background, output to LOG; its pid is in BG_PID.
 start_bg() {
@@ -121,15 +126,13 @@ probe_header() {
   echo ""
 }
 
-# wait_ready URL TIMEOUT_S PID: poll URL until it answers 200, failing early if PID exits.
-wait_ready() {
-  local url=$1 deadline=$((SECONDS + $2)) pid=$3
-  until [[ $(curl -s --max-time 1 -o /dev/null -w '%{http_code}' "$url" || true) == 200 ]]; do
-    kill -0 "$pid" 2>/dev/null || return 1
-    ((SECONDS < deadline)) || return 1
-    sleep 0.005
-  done
+# answers_200 URL [MAX_TIME_S]: URL answers 200.
+answers_200() {
+  [[ $(curl -s --max-time "${2:-1}" -o /dev/null -w '%{http_code}' "$1" || true) == 200 ]]
 }
+
+# wait_ready URL TIMEOUT_S PID: poll URL until it answers 200, failing early if PID exits.
+wait_ready() { poll_every 0.005 "$2" "$3" answers_200 "$1"; }
 
 # seconds_of DURATION: wrk-style duration (10s, 2m, 1h, or bare seconds) as whole seconds.
 seconds_of() {
