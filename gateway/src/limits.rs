@@ -64,3 +64,14 @@ pub const DOWNSTREAM_WRITE_BUFFER: usize = 4096;
 /// flushes (e.g. a chunk's size line, data and CRLF) leaves in one `send` (see
 /// `server/h1/upstream.rs`).
 pub const UPSTREAM_WRITE_BUFFER: usize = 4096;
+/// What one read from an upstream connection takes at most: the response header and a small body
+/// arrive in one read; a larger body is relayed in pieces of up to this size.
+pub const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
+/// Largest upstream response header, in bytes, and most fields in it: pingora-core's bounds
+/// (`MAX_HEADER_SIZE`, `MAX_HEADERS`), kept when the upstream client became our own.
+pub const UPSTREAM_MAX_RESPONSE_HEADER: usize = 1024 * 1024 - 1;
+pub const UPSTREAM_MAX_RESPONSE_FIELDS: usize = 256;
+/// Longest chunk-size line (with its extensions) and trailer section of a chunked response body:
+/// pingora-core's bounds (`PARTIAL_CHUNK_HEAD_LIMIT`, `TRAILER_SIZE_LIMIT`).
+pub const MAX_CHUNK_HEAD: usize = 8 * 1024;
+pub const MAX_TRAILERS: usize = 64 * 1024;

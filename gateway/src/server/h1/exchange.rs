@@ -12,12 +12,11 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 
-use super::timed::Upstream;
+use super::client::Upstream;
 use super::{sanitize, upstream};
 use crate::server::handler::{Gateway, RequestCtx, UpstreamTarget};
 
@@ -69,11 +68,7 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
 
     // Without pingora's map of header-name case (see `sanitize::without_case`), and with the
     // standard reason phrase, as Envoy answers.
-    let parts = us
-        .resp_header()
-        .expect("read by send_request")
-        .as_owned_parts();
-    let mut resp = Box::new(ResponseHeader::from(parts));
+    let mut resp = Box::new(us.take_resp_header().expect("read by send_request"));
     let upgrade_req = us.is_upgrade_req();
     sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), upgrade_req)?;
     gw.response_headers(ds, &mut resp, ctx).await?;
@@ -92,9 +87,8 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
     }
     forward_response_body(gw, ds, &mut us, ctx).await?;
 
-    us.respect_keepalive();
     // A connection whose request body was cut short (the upstream answered early) is not in step.
-    if request_sent && let Some(stream) = us.reuse().await {
+    if request_sent && let Some(stream) = us.into_reusable() {
         upstream::with_pool(|p| p.put(addr, stream));
     }
     Ok(true)
@@ -170,7 +164,7 @@ async fn connect(
 
 /// Each wait on the upstream is bounded by what remains of the route timeout (see [`Upstream`]).
 fn session(stream: Stream, target: &UpstreamTarget) -> Upstream {
-    Upstream::new(ClientSession::new(stream), target.io_timeout)
+    Upstream::new(stream, target.io_timeout)
 }
 
 /// Streams the request body upstream through the plugins. A client that sent
@@ -223,9 +217,9 @@ async fn forward_response_body(
         // No plugin sees the body: it goes from the upstream session's buffer to the downstream
         // as it is, without the copy into `Bytes` that the plugins' callbacks need.
         while !us.is_body_done() {
-            match us.read_body_ref().await? {
+            match us.read_body().await? {
                 Some(data) => {
-                    h1.write_body(data).await.map_err(Error::into_down)?;
+                    h1.write_body(&data).await.map_err(Error::into_down)?;
                 }
                 None => break,
             }
@@ -237,7 +231,7 @@ async fn forward_response_body(
         let mut chunk = if us.is_body_done() {
             None
         } else {
-            us.read_body_bytes().await?
+            us.read_body().await?
         };
         let end = chunk.is_none() || us.is_body_done();
         gw.response_body(&mut chunk, end, ctx)?;
@@ -252,7 +246,7 @@ async fn forward_response_body(
 
 /// Copies both directions of an upgraded connection until both have ended.
 async fn tunnel(ds: &mut ServerSession, us: &mut Upstream) -> Result<()> {
-    us.maybe_upgrade_body_writer();
+    us.start_upgraded_body();
     let (mut down_open, mut up_open) = (true, true);
     while down_open || up_open {
         // Both reads are cancel-safe (pingora-proxy selects over them the same way); writes run
@@ -267,7 +261,7 @@ async fn tunnel(ds: &mut ServerSession, us: &mut Upstream) -> Result<()> {
                     us.finish_body().await?;
                 }
             },
-            r = us.read_body_bytes(), if up_open => match r? {
+            r = us.read_body(), if up_open => match r? {
                 Some(data) => ds.write_response_body(data, false).await.map_err(Error::into_down)?,
                 None => {
                     up_open = false;

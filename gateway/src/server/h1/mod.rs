@@ -5,20 +5,23 @@
 //! channels and a joined pair of futures per request, a timer per upstream I/O even without a
 //! timeout, boxed callbacks, and a connection pool that spawns a task for every connection it
 //! takes back and asks the kernel for the peer of every connection it hands out). A prototype of
-//! this loop served 1.7× the requests per second of the same gateway on pingora-proxy. The HTTP
-//! parsing and writing stay pingora-core's; routing, plugins, errors and logging are the shared
+//! this loop served 1.7× the requests per second of the same gateway on pingora-proxy. The
+//! downstream session stays pingora-core's; routing, plugins, errors and logging are the shared
 //! handler (`handler.rs`), so both engines behave the same. HTTP/2 and h2c stay on pingora-proxy
 //! (`proxy.rs`); `--http1-engine pingora` sends HTTP/1 there as well.
 //!
 //! - [`exchange`]: one request, from the downstream session to the upstream and back.
+//! - [`client`]: the upstream side of it, our own HTTP/1 client (framing in [`framing`] and
+//!   [`body`]), each wait bounded by the route timeout on the worker's timer.
 //! - [`sanitize`]: what pingora-proxy does to a request before it goes upstream (hop-by-hop
 //!   fields, `Connection` nominations, WebSocket upgrades, framing), ported.
-//! - [`timed`]: the upstream session, each wait bounded by the route timeout on the worker's timer.
 //! - [`upstream`]: upstream connections and the per-worker idle pool.
 
+mod body;
+mod client;
 mod exchange;
+mod framing;
 pub mod sanitize;
-mod timed;
 pub mod upstream;
 
 use pingora_core::protocols::Stream;

@@ -449,7 +449,6 @@ fn reject_mismatched_101(
 mod tests {
     use super::*;
     use crate::server::errors::response_for;
-    use pingora_core::protocols::http::v1::client::HttpSession as ClientSession;
     use pingora_core::protocols::http::v1::server::HttpSession as ServerSession;
     use pingora_error::ErrorSource;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -488,15 +487,9 @@ mod tests {
         (session, client)
     }
 
-    /// The bytes pingora-core's v1 client session puts on the wire for `req`.
-    async fn upstream_wire(req: Box<RequestHeader>) -> String {
-        let (mut origin, ours) = tokio::io::duplex(64 * 1024);
-        let mut client = ClientSession::new(Box::new(ours));
-        client.write_request_header(req).await.unwrap();
-        drop(client);
-        let mut wire = String::new();
-        origin.read_to_string(&mut wire).await.unwrap();
-        wire
+    /// The bytes the upstream client (`client.rs`) puts on the wire for `req`.
+    fn upstream_wire(req: Box<RequestHeader>) -> String {
+        String::from_utf8(super::super::client::request_head(&req).unwrap()).unwrap()
     }
 
     /// Runs the whole request path with a filter in the middle, as the HTTP/1 loop will.
@@ -506,7 +499,7 @@ mod tests {
         filter(&mut req);
         let has_body = !session.is_body_empty();
         after_filter(&mut req, session.req_header(), has_body).unwrap();
-        upstream_wire(req).await
+        upstream_wire(req)
     }
 
     // === ported from pingora-proxy 0.9.1 proxy_common.rs tests ===
@@ -982,7 +975,7 @@ mod tests {
         assert_eq!(err.esource(), &ErrorSource::Upstream);
     }
 
-    // === on the wire, through pingora-core's v1 sessions ===
+    // === on the wire, through pingora-core's v1 server session and our upstream client ===
 
     #[tokio::test]
     async fn chunked_request_reaches_the_upstream_rechunked() {

@@ -1,0 +1,463 @@
+//! The upstream side of an HTTP/1 exchange: our own client session on a pooled connection.
+//!
+//! It replaced pingora-core's v1 client session, whose framing rules it keeps (ported from
+//! `protocols/http/v1/client.rs` 0.9.1; the rules themselves are in [`framing`]), because per
+//! request that session cost about a fifth of the gateway's instructions without doing anything
+//! a proxy needs: a case-preserving copy of every response field name and a fresh allocation for
+//! every value, a 4 KiB header buffer and a 64 KiB body buffer, eight kilobytes of header slots
+//! zeroed for the parser, a boxed digest, and a response header the proxy then copied once more to
+//! drop the case map. Here the response is parsed once, into the `http` map the handler uses, its
+//! values pointing into the read buffer; body pieces are split off that buffer without a copy.
+//!
+//! Each wait is bounded by what remains of the route timeout, on the worker's own tokio timer:
+//! pingora-core's timer is a boxed future registered in one process-wide, lock-guarded map, about
+//! 1,300 instructions per wait that does not complete at once.
+
+use std::future::Future;
+use std::mem::MaybeUninit;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{StatusCode, Version, header};
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result, RetryType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::body::{self, Decoded, Decoder, Encoder};
+use super::framing;
+use crate::limits;
+
+/// One request and its response on an upstream connection.
+pub struct Upstream {
+    io: Stream,
+    /// Bytes read and not yet consumed: the rest of a response header, body not yet relayed, and
+    /// anything the upstream sent past the response (which makes the connection unusable).
+    buf: BytesMut,
+    io_timeout: Option<Duration>,
+    request: Sent,
+    writer: Encoder,
+    response: Option<ResponseHeader>,
+    /// `None` until a final (non-1xx) response header is read.
+    reader: Option<Decoder>,
+    /// A 101 answered the request's `Upgrade`: the connection now carries other bytes.
+    upgraded: bool,
+    /// The downstream side of an upgraded connection started sending (its bytes go as they are).
+    upgrade_body_started: bool,
+    /// The response body runs until the upstream closes: the connection cannot be reused.
+    close_delimited: bool,
+    /// The final response lets the connection be reused, by its status, version and `Connection`
+    /// (decided when it is read: the proxy takes the header away).
+    response_keeps_alive: bool,
+}
+
+/// What the response's framing and the connection's reuse depend on in the request written.
+#[derive(Default)]
+struct Sent {
+    head: bool,
+    upgrade: bool,
+    /// The request said `Connection: close`.
+    close: bool,
+}
+
+impl Upstream {
+    /// A session on `io`, a connection from `upstream::connect` or the pool; each wait bounded by
+    /// `io_timeout` (`None`: unbounded).
+    pub fn new(io: Stream, io_timeout: Option<Duration>) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            io_timeout,
+            request: Sent::default(),
+            writer: Encoder::Done,
+            response: None,
+            reader: None,
+            upgraded: false,
+            upgrade_body_started: false,
+            close_delimited: false,
+            response_keeps_alive: false,
+        }
+    }
+
+    /// Writes the request header (buffered: it leaves with the body or [`finish_body`]).
+    ///
+    /// [`finish_body`]: Self::finish_body
+    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
+        // Requests are never close-delimited: without `Transfer-Encoding: chunked` or a valid
+        // `Content-Length` the body is empty (RFC 9112 §6.3).
+        self.writer = if framing::is_chunked(&req.headers) {
+            Encoder::Chunked
+        } else {
+            match framing::content_length(&req.headers) {
+                Ok(Some(n)) => Encoder::Length(n as u64),
+                _ => Encoder::Length(0),
+            }
+        };
+        self.request = Sent {
+            head: req.method == http::Method::HEAD,
+            upgrade: req.version == Version::HTTP_11 && req.headers.contains_key(header::UPGRADE),
+            close: framing::connection_keepalive(&req.headers) == Some(false),
+        };
+        let wire = request_head(&req)?;
+        let t = self.io_timeout;
+        bounded(t, WriteTimedout, "writing the request header", async {
+            self.io
+                .write_all(&wire)
+                .await
+                .or_err(WriteError, "while writing the request header")
+        })
+        .await
+    }
+
+    /// Writes a piece of the request body, framed. Past a `Content-Length`, the rest is dropped
+    /// (as pingora does).
+    pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
+        let t = self.io_timeout;
+        bounded(t, WriteTimedout, "writing the request body", async {
+            let mut size_line = [0; 18];
+            let io = &mut self.io;
+            match &mut self.writer {
+                Encoder::Done => return Ok(()),
+                Encoder::Length(left) => {
+                    let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    io.write_all(&data[..n]).await
+                }
+                // An empty chunk would be the last chunk.
+                Encoder::Chunked if data.is_empty() => return Ok(()),
+                Encoder::Chunked => {
+                    let line = body::chunk_size_line(data.len(), &mut size_line);
+                    match io.write_all(line).await {
+                        Ok(()) => match io.write_all(data).await {
+                            Ok(()) => io.write_all(b"\r\n").await,
+                            e => e,
+                        },
+                        e => e,
+                    }
+                }
+                Encoder::UntilClose => io.write_all(data).await,
+            }
+            .or_err(WriteError, "while writing the request body")?;
+            io.flush()
+                .await
+                .or_err(WriteError, "while writing the request body")
+        })
+        .await
+    }
+
+    /// Ends the request body (the last chunk of a chunked one) and sends what is buffered. A body
+    /// shorter than its `Content-Length` is an error.
+    pub async fn finish_body(&mut self) -> Result<()> {
+        let t = self.io_timeout;
+        let writer = std::mem::replace(&mut self.writer, Encoder::Done);
+        bounded(t, WriteTimedout, "ending the request body", async {
+            match writer {
+                Encoder::Length(left) if left > 0 => {
+                    return Error::e_explain(
+                        body::PREMATURE_BODY_END,
+                        format!("request body {left} bytes short of its Content-Length"),
+                    );
+                }
+                Encoder::Chunked => self
+                    .io
+                    .write_all(body::LAST_CHUNK)
+                    .await
+                    .or_err(WriteError, "while ending the request body")?,
+                _ => {}
+            }
+            self.io
+                .flush()
+                .await
+                .or_err(WriteError, "while sending the request")
+        })
+        .await?;
+        // The downstream closed its side of an upgraded connection: the upstream's is over too
+        // (pingora's `maybe_force_close_body_reader`).
+        if self.upgraded && self.upgrade_body_started && !self.is_body_done() {
+            self.reader = Some(Decoder::Done);
+        }
+        Ok(())
+    }
+
+    /// Reads a response header: an informational one (1xx but 101) or the final one. Call again
+    /// after an informational one for the next.
+    pub async fn read_response(&mut self) -> Result<()> {
+        let t = self.io_timeout;
+        bounded(t, ReadTimedout, "reading the response header", async {
+            loop {
+                if !self.buf.is_empty() {
+                    if let Some(resp) = parse_response(&mut self.buf)? {
+                        self.upgraded = self.request.upgrade && is_upgrade_resp(&resp);
+                        self.response_keeps_alive = keeps_alive(&resp);
+                        self.response = Some(resp);
+                        self.reader = None;
+                        self.init_reader();
+                        return Ok(());
+                    }
+                    if self.buf.len() > limits::UPSTREAM_MAX_RESPONSE_HEADER {
+                        return Error::e_explain(
+                            InvalidHTTPHeader,
+                            format!(
+                                "response header larger than {}",
+                                limits::UPSTREAM_MAX_RESPONSE_HEADER
+                            ),
+                        );
+                    }
+                }
+                let already_read = self.buf.len();
+                match self.fill().await {
+                    Ok(0) => {
+                        let mut e = Error::explain(
+                            ConnectionClosed,
+                            format!(
+                                "while reading the response header, bytes already read: {already_read}"
+                            ),
+                        );
+                        // A pooled connection the upstream closed as it was taken.
+                        e.retry = RetryType::ReusedOnly;
+                        return Err(e);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let mut e = Error::because(
+                            ReadError,
+                            format!(
+                                "while reading the response header, bytes already read: {already_read}"
+                            ),
+                            e,
+                        );
+                        e.retry = RetryType::ReusedOnly;
+                        return Err(e);
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The last response header read.
+    pub fn resp_header(&self) -> Option<&ResponseHeader> {
+        self.response.as_ref()
+    }
+
+    /// Takes the final response header, to send it downstream.
+    pub fn take_resp_header(&mut self) -> Option<ResponseHeader> {
+        self.response.take()
+    }
+
+    fn resp(&self) -> &ResponseHeader {
+        self.response.as_ref().expect("a response header was read")
+    }
+
+    /// Whether the request written asked to upgrade the connection.
+    pub fn is_upgrade_req(&self) -> bool {
+        self.request.upgrade
+    }
+
+    /// Whether the whole response body has been read (true of one that has none).
+    pub fn is_body_done(&self) -> bool {
+        self.reader.as_ref().is_some_and(Decoder::is_done)
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        let t = self.io_timeout;
+        bounded(t, ReadTimedout, "reading the response body", async {
+            let reader = self
+                .reader
+                .as_mut()
+                .expect("a final response header was read");
+            loop {
+                match reader.decode(&mut self.buf)? {
+                    Decoded::Data(data) => return Ok(Some(data)),
+                    Decoded::End => return Ok(None),
+                    Decoded::NeedMore => {
+                        let n = fill(&mut self.io, &mut self.buf)
+                            .await
+                            .or_err(ReadError, "while reading the response body")?;
+                        if n == 0 {
+                            reader.at_eof()?;
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// From here on the request side of an upgraded connection carries the downstream's bytes as
+    /// they are (pingora's `maybe_upgrade_body_writer`).
+    pub fn start_upgraded_body(&mut self) {
+        if self.upgraded {
+            self.upgrade_body_started = true;
+            self.writer = Encoder::UntilClose;
+        }
+    }
+
+    /// The connection, if it can carry another request: the response was read to its framed end
+    /// with nothing after it, and neither side asked to close (pingora's `respect_keepalive` and
+    /// `reuse`). Otherwise it is closed.
+    pub fn into_reusable(self) -> Option<Stream> {
+        let reusable = !self.upgraded
+            && self.response_keeps_alive
+            && !self.request.close
+            && !self.close_delimited
+            && self.is_body_done()
+            && self.buf.is_empty();
+        reusable.then_some(self.io)
+    }
+
+    /// How the final response's body is framed (RFC 9112 §6.3, in pingora's order).
+    fn init_reader(&mut self) {
+        let resp = self.resp();
+        let decoder = match resp.status.as_u16() {
+            101 if self.request.upgrade => None,
+            // Informational: a header with no body; the final one follows.
+            100..=199 if resp.status != StatusCode::SWITCHING_PROTOCOLS => return,
+            204 | 304 => Some(Decoder::Done),
+            _ if self.request.head => Some(Decoder::Done),
+            _ if framing::is_chunked(&resp.headers) => Some(Decoder::chunked()),
+            // Validated when the header was parsed.
+            _ => framing::content_length(&resp.headers)
+                .ok()
+                .flatten()
+                .map(Decoder::length),
+        };
+        self.reader = Some(decoder.unwrap_or_else(|| {
+            self.close_delimited = true;
+            Decoder::UntilClose
+        }));
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        fill(&mut self.io, &mut self.buf).await
+    }
+}
+
+/// Reads what the connection has into `buf`, growing it by up to [`limits::UPSTREAM_READ_BUFFER`].
+async fn fill(io: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
+    buf.reserve(limits::UPSTREAM_READ_BUFFER);
+    io.read_buf(buf).await
+}
+
+/// Whether the response lets the connection carry another request: not a 101, not HTTP/1.0 with
+/// a `Transfer-Encoding` (RFC 9112 §6.1), and `Connection: keep-alive`, or HTTP/1.1 without
+/// `Connection: close`.
+fn keeps_alive(resp: &ResponseHeader) -> bool {
+    resp.status != StatusCode::SWITCHING_PROTOCOLS
+        && !(resp.version == Version::HTTP_10
+            && resp.headers.contains_key(header::TRANSFER_ENCODING))
+        && framing::connection_keepalive(&resp.headers).unwrap_or(resp.version == Version::HTTP_11)
+}
+
+/// Whether `resp` accepts an upgrade: a 101 to HTTP/1.1 (pingora-core's `is_upgrade_resp`: the `Upgrade` and
+/// `Connection` fields are not checked; `sanitize` checks them against the request's).
+fn is_upgrade_resp(resp: &ResponseHeader) -> bool {
+    resp.status == StatusCode::SWITCHING_PROTOCOLS && resp.version == Version::HTTP_11
+}
+
+/// The request line and fields as they go on the wire: well-known names capitalized, the others
+/// as the `http` map keeps them (lowercase), as pingora-core writes a header without its case map.
+pub(super) fn request_head(req: &RequestHeader) -> Result<Vec<u8>> {
+    let path = req.raw_path();
+    // RFC 9112 §3.2: no NUL, LF, CR or SP in the request target.
+    if path.iter().any(|&b| matches!(b, 0 | b'\n' | b'\r' | b' ')) {
+        return Error::e_explain(
+            InvalidHTTPHeader,
+            "request target contains forbidden delimiter bytes",
+        );
+    }
+    let version: &[u8] = match req.version {
+        Version::HTTP_10 => b"HTTP/1.0",
+        Version::HTTP_11 => b"HTTP/1.1",
+        Version::HTTP_09 => b"HTTP/0.9",
+        v => return Error::e_explain(InvalidHTTPHeader, format!("cannot send {v:?} as HTTP/1")),
+    };
+    let mut wire = Vec::with_capacity(512);
+    wire.extend_from_slice(req.method.as_str().as_bytes());
+    wire.push(b' ');
+    wire.extend_from_slice(path);
+    wire.push(b' ');
+    wire.extend_from_slice(version);
+    wire.extend_from_slice(b"\r\n");
+    req.header_to_h1_wire(&mut wire);
+    wire.extend_from_slice(b"\r\n");
+    Ok(wire)
+}
+
+/// Parses a response header at the start of `buf`, and removes it from there; `None` if it is
+/// not complete yet. Field values point into the buffer's memory (no copy).
+fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHeader>> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() };
+        limits::UPSTREAM_MAX_RESPONSE_FIELDS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let mut config = httparse::ParserConfig::default();
+    // As pingora-core's client.
+    config.allow_spaces_after_header_name_in_responses(true);
+    config.allow_obsolete_multiline_headers_in_responses(true);
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Error::e_explain(
+                InvalidHTTPHeader,
+                format!(
+                    "invalid response header ({e}): {}",
+                    buf[..buf.len().min(256)].escape_ascii()
+                ),
+            );
+        }
+    };
+    let (mut resp, _) = http::Response::new(()).into_parts();
+    resp.status = StatusCode::from_u16(parsed.code.expect("complete"))
+        .or_err(InvalidHTTPHeader, "invalid response status")?;
+    resp.version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // The fields' names and values, as offsets: `parsed` borrows `buf`, which is split below.
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for f in parsed.headers.iter() {
+        let name = http::HeaderName::from_bytes(f.name.as_bytes())
+            .or_err(InvalidHTTPHeader, "invalid field name")?;
+        let start = f.value.as_ptr() as usize - base;
+        fields.push((name, start, f.value.len()));
+    }
+    let head: Bytes = buf.split_to(len).freeze();
+    resp.headers.reserve(fields.len());
+    for (name, start, len) in fields {
+        let value = pingora_http::header_value_from_raw(head.slice(start..start + len));
+        resp.headers.append(name, value);
+    }
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must then go.
+    if resp.headers.contains_key(header::TRANSFER_ENCODING) {
+        resp.headers.remove(header::CONTENT_LENGTH);
+    }
+    framing::validate_content_length(&resp.headers)?;
+    // The standard reason phrase, as Envoy answers, and no map of field-name case (pingora-core
+    // writes well-known names capitalized, the rest lowercase).
+    Ok(Some(ResponseHeader::from(resp)))
+}
+
+/// `io` within `t`, as an upstream error either way (a timeout is `timed_out` while `doing`, as
+/// pingora-core's own).
+async fn bounded<T>(
+    t: Option<Duration>,
+    timed_out: ErrorType,
+    doing: &str,
+    io: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let done = match t {
+        None => io.await,
+        Some(t) => match tokio::time::timeout(t, io).await {
+            Ok(done) => done,
+            Err(_) => Error::e_explain(timed_out, format!("while {doing}, timeout: {t:?}")),
+        },
+    };
+    done.map_err(Error::into_up)
+}
+
+#[cfg(test)]
+mod tests;
