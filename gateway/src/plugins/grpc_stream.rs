@@ -372,7 +372,13 @@ async fn connection(addr: SocketAddr) -> anyhow::Result<SendRequest<Outgoing>> {
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
-    CONNECTIONS.with(|c| c.borrow_mut().insert(addr, sender.clone()));
+    CONNECTIONS.with(|c| {
+        let mut open = c.borrow_mut();
+        // Entries of connections that ended (the upstream closed them, or they failed) go when a
+        // new one is made, so addresses no longer called do not accumulate dead entries.
+        open.retain(|_, s| !s.is_closed());
+        open.insert(addr, sender.clone());
+    });
     Ok(sender)
 }
 
