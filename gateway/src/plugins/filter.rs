@@ -37,14 +37,20 @@ impl ChainRun {
 
 /// The request headers as proxy-wasm sees them, pseudo-headers first.
 pub fn request_list(req: &RequestHeader, scheme: &str, authority: &str) -> HeaderList {
-    sized_list(|| request_pairs(req, scheme, authority))
+    sized_list(req.headers.len() + 4, request_pairs(req, scheme, authority))
 }
 
-/// A header list of `pairs`, allocated once at its size, with room for a few added headers.
-fn sized_list<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(pairs: impl Fn() -> I) -> HeaderList {
-    let (n, bytes) = pairs().fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
-    let mut h = HeaderList::with_capacity(n + 4, bytes + 128);
-    h.extend(pairs());
+/// Name and value bytes per header a list is first given room for: most request and response
+/// headers are shorter.
+const HEADER_BYTES_GUESS: usize = 48;
+
+/// A header list of the `n` (or fewer) `pairs`, with room for a few added headers. Allocated
+/// once at a guessed size, not measured first: a second walk over the header map cost more
+/// than the rare regrowth of the buffer. Names are lower case (pseudo-headers and
+/// `http::HeaderName`s), so they are not lowered again.
+fn sized_list<'a>(n: usize, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HeaderList {
+    let mut h = HeaderList::with_capacity(n + 4, n * HEADER_BYTES_GUESS + 128);
+    h.extend_lowercase(pairs);
     h
 }
 
@@ -74,7 +80,7 @@ fn request_pairs<'a>(
 }
 
 pub fn response_list(resp: &ResponseHeader) -> HeaderList {
-    sized_list(|| response_pairs(resp))
+    sized_list(resp.headers.len() + 1, response_pairs(resp))
 }
 
 fn response_pairs(resp: &ResponseHeader) -> impl Iterator<Item = (&[u8], &[u8])> {
