@@ -139,7 +139,26 @@ trait PluginVisible {
     /// In the order the plugin saw them (`Host` is `:authority` for requests, so not here).
     fn visible(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)>;
     fn remove(&mut self, name: &http::HeaderName);
-    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue);
+    /// Adds a header a plugin added; `name` is lower case, as header lists keep names.
+    fn append(&mut self, name: &[u8], value: http::HeaderValue);
+}
+
+/// pingora-http's `append_header` parses the name it is given and, for a header that keeps a
+/// map of header-name case, records the name there too, standard names capitalized: that takes
+/// an `http::HeaderName`. A header without the map (what the HTTP/1 engine makes) takes the
+/// name's bytes, which spares parsing the name twice and copying it once more per added header;
+/// the wire is the same, since pingora capitalizes standard names itself when it has no map.
+macro_rules! append_plugin_header {
+    ($header:expr, $name:expr, $value:expr) => {{
+        let _ = if $header.has_case() {
+            match http::HeaderName::from_bytes($name) {
+                Ok(name) => $header.append_header(name, $value),
+                Err(_) => return,
+            }
+        } else {
+            $header.append_header(Bytes::copy_from_slice($name), $value)
+        };
+    }};
 }
 
 impl PluginVisible for RequestHeader {
@@ -151,12 +170,12 @@ impl PluginVisible for RequestHeader {
     fn remove(&mut self, name: &http::HeaderName) {
         self.remove_header(name);
     }
-    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
-        let _ = if name == http::header::HOST {
-            self.insert_header(name, value)
-        } else {
-            self.append_header(name, value).map(|_| ())
-        };
+    fn append(&mut self, name: &[u8], value: http::HeaderValue) {
+        if name == http::header::HOST.as_str().as_bytes() {
+            let _ = self.insert_header(http::header::HOST, value);
+            return;
+        }
+        append_plugin_header!(self, name, value);
     }
 }
 
@@ -167,8 +186,8 @@ impl PluginVisible for ResponseHeader {
     fn remove(&mut self, name: &http::HeaderName) {
         self.remove_header(name);
     }
-    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
-        let _ = self.append_header(name, value);
+    fn append(&mut self, name: &[u8], value: http::HeaderValue) {
+        append_plugin_header!(self, name, value);
     }
 }
 
@@ -205,10 +224,7 @@ fn sync_headers(h: &mut impl PluginVisible, after: &HeaderList) {
         h.remove(n);
     }
     for (k, v) in &wanted[keep..] {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(k),
-            http::HeaderValue::from_bytes(v),
-        ) {
+        if let Ok(v) = http::HeaderValue::from_bytes(v) {
             h.append(k, v);
         }
     }
@@ -361,6 +377,56 @@ mod tests {
         assert_eq!(req.uri.path(), "/other");
         assert_eq!(req.headers["host"], "api.example.com");
         assert_eq!(pairs(&request(BASE))[..], pairs(&req)[..3]);
+    }
+
+    /// Headers added to a request or response without pingora's case map go in by their bytes:
+    /// the result, and what goes on the wire, must be what adding them by `HeaderName` gives.
+    #[test]
+    fn added_headers_are_the_same_with_or_without_a_case_map() {
+        let wire = |with_case: bool| {
+            let mut resp = if with_case {
+                ResponseHeader::build(200, None).unwrap()
+            } else {
+                ResponseHeader::build_no_case(200, None).unwrap()
+            };
+            resp.append_header(http::header::SERVER, "up").unwrap();
+            let mut list = response_list(&resp);
+            list.push("content-type", "text/plain");
+            list.push("x-powered-by", "wasm");
+            list.push("x-bad name", "dropped");
+            list.push("x-powered-by", "more");
+            apply_response(&mut resp, &list);
+            let mut buf = Vec::new();
+            resp.header_to_h1_wire(&mut buf);
+            (pairs_of(&resp.headers), String::from_utf8(buf).unwrap())
+        };
+        let (with_case, without_case) = (wire(true), wire(false));
+        assert_eq!(
+            with_case.0,
+            [
+                ("server", "up"),
+                ("content-type", "text/plain"),
+                ("x-powered-by", "wasm"),
+                ("x-powered-by", "more")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(with_case, without_case);
+
+        let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        let mut list = request_list(&req, "http", "example.com");
+        list.push("x-added", "1");
+        list.push("host", "other.example");
+        apply_request(&mut req, "http", "example.com", &list);
+        assert_eq!(req.headers["host"], "other.example");
+        assert_eq!(req.headers["x-added"], "1");
+    }
+
+    fn pairs_of(headers: &http::HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
     }
 
     #[test]
