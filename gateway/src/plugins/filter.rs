@@ -197,33 +197,30 @@ impl PluginVisible for ResponseHeader {
 /// since removing a name removes every value of it). The result is what rewriting every header
 /// would give: Pingora's map keeps the values of a name together, in order.
 fn sync_headers(h: &mut impl PluginVisible, after: &HeaderList) {
-    let wanted: Vec<(&[u8], &[u8])> = after.iter().filter(|(k, _)| !k.starts_with(b":")).collect();
-    let (keep, stale) = {
-        let current: Vec<(&http::HeaderName, &http::HeaderValue)> = h.visible().collect();
-        let mut keep = current
-            .iter()
-            .zip(&wanted)
-            .take_while(|((k, v), (wk, wv))| k.as_str().as_bytes() == *wk && v.as_bytes() == *wv)
-            .count();
-        let (before, after_keep) = current.split_at(keep);
-        if after_keep
-            .iter()
-            .any(|(n, _)| before.iter().any(|(m, _)| m == n))
-        {
-            keep = 0;
+    // Walked as iterators, not collected: what plugins usually do (append) then allocates
+    // nothing here but the headers themselves.
+    let wanted = || after.iter().filter(|(k, _)| !k.starts_with(b":"));
+    let mut keep = h
+        .visible()
+        .zip(wanted())
+        .take_while(|((k, v), (wk, wv))| k.as_str().as_bytes() == *wk && v.as_bytes() == *wv)
+        .count();
+    if h.visible()
+        .skip(keep)
+        .any(|(n, _)| h.visible().take(keep).any(|(m, _)| m == n))
+    {
+        keep = 0;
+    }
+    let mut stale: Vec<http::HeaderName> = Vec::new();
+    for (n, _) in h.visible().skip(keep) {
+        if !stale.contains(n) {
+            stale.push(n.clone());
         }
-        let mut stale: Vec<http::HeaderName> = Vec::new();
-        for (n, _) in &current[keep..] {
-            if !stale.contains(n) {
-                stale.push((*n).clone());
-            }
-        }
-        (keep, stale)
-    };
+    }
     for n in &stale {
         h.remove(n);
     }
-    for (k, v) in &wanted[keep..] {
+    for (k, v) in wanted().skip(keep) {
         if let Ok(v) = http::HeaderValue::from_bytes(v) {
             h.append(k, v);
         }
