@@ -1,5 +1,6 @@
 //! Owned data that crosses the seam between the proxy and the runtime.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -492,8 +493,8 @@ pub struct StreamInfo {
     pub destination: Option<SocketAddr>,
     /// Downstream connection id (`connection.id`, `connection_id`).
     pub connection_id: u64,
-    /// `request.protocol`, e.g. `HTTP/1.1`, `HTTP/2`.
-    pub protocol: String,
+    /// `request.protocol`, e.g. `HTTP/1.1`, `HTTP/2` (a constant for a proxy: no allocation).
+    pub protocol: Cow<'static, str>,
     /// `request.time`.
     pub start_time: SystemTime,
     /// `connection.mtls`.
@@ -502,8 +503,8 @@ pub struct StreamInfo {
     pub tls_version: Option<String>,
     /// `connection.requested_server_name` (SNI).
     pub requested_server_name: Option<String>,
-    /// `xds.route_name` (and the old `route_name`).
-    pub route_name: Option<String>,
+    /// `xds.route_name` (and the old `route_name`); shared, as a proxy keeps its route names.
+    pub route_name: Option<Arc<str>>,
     /// `xds.cluster_name` (and the old `cluster_name`).
     pub cluster_name: Option<String>,
     /// `xds.listener_direction` is always OUTBOUND for a gateway; this is the listener's name.
@@ -520,7 +521,7 @@ impl Default for StreamInfo {
             source: None,
             destination: None,
             connection_id: 0,
-            protocol: "HTTP/1.1".into(),
+            protocol: Cow::Borrowed("HTTP/1.1"),
             start_time: SystemTime::now(),
             mtls: false,
             tls_version: None,
