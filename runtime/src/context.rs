@@ -13,7 +13,8 @@ use crate::error::RuntimeError;
 use crate::host::{CallCompletion, GrpcStreamEvents};
 use crate::plugin::{GrpcStreamEvent, Task};
 use crate::state::{
-    CalloutKind, Context, GrpcStreamEntry, PluginMeta, RootCtx, Signal, StreamCtx, VmState,
+    BodyBuffer, CalloutKind, Context, GrpcStreamEntry, PluginMeta, RootCtx, Signal, StreamCtx,
+    VmState,
 };
 use crate::types::{
     Action, CallResponse, FailAction, FailStrategy, GrpcCall, GrpcStream, HeaderList, HttpCall,
@@ -342,8 +343,14 @@ pub(crate) fn on_body(
         Direction::Response => (&mut s.response_body, &mut s.response_body_seen),
     };
     *seen += chunk.len() as u64;
-    let mut data = buffer.take().unwrap_or_default();
-    data.extend_from_slice(chunk);
+    // A clone, not a take: if the guest traps, the proxy still has the chunk (fail open).
+    let data = match buffer.take() {
+        None => BodyBuffer::new(chunk.clone()),
+        Some(mut held) => {
+            held.to_mut().extend_from_slice(chunk);
+            held
+        }
+    };
     if data.len() > max {
         *chunk = Bytes::new();
         let (status, details) = match dir {
@@ -385,7 +392,10 @@ pub(crate) fn on_body(
     *chunk = if out.action == Action::Pause {
         Bytes::new()
     } else {
-        Bytes::from(buffer.take().unwrap_or_default())
+        buffer
+            .take()
+            .map(BodyBuffer::into_bytes)
+            .unwrap_or_default()
     };
     Ok(out)
 }
@@ -398,7 +408,10 @@ pub(crate) fn take_buffered(vm: &mut Vm, ctx: u32, dir: Direction) -> Bytes {
                 Direction::Request => &mut s.request_body,
                 Direction::Response => &mut s.response_body,
             };
-            Bytes::from(buffer.take().unwrap_or_default())
+            buffer
+                .take()
+                .map(BodyBuffer::into_bytes)
+                .unwrap_or_default()
         }
         Err(_) => Bytes::new(),
     }

@@ -63,8 +63,10 @@ impl Limits {
     /// The epoch deadline, in ticks, for a wall-time budget. The only place that converts wall
     /// time to ticks. One extra tick because the current tick may be about to end.
     pub(crate) fn ticks_for(&self, budget: Duration) -> u64 {
-        let tick = self.epoch_tick.as_nanos().max(1);
-        (budget.as_nanos() / tick) as u64 + 1
+        // In u64 (585 years of nanoseconds): a u128 division is a library call, and this runs
+        // before every guest call.
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        (nanos(budget) / nanos(self.epoch_tick).max(1)).saturating_add(1)
     }
 }
 

@@ -81,7 +81,7 @@ fn request(s: &StreamCtx, rest: &[&[u8]]) -> Option<Vec<u8>> {
         [b"referer"] => hv(b"referer")?,
         [b"useragent"] => hv(b"user-agent")?,
         [b"id"] => hv(b"x-request-id")?,
-        [b"protocol"] => s.info.protocol.clone().into_bytes(),
+        [b"protocol"] => s.info.protocol.as_bytes().to_vec(),
         [b"time"] => int(ns_since_epoch(s.info.start_time)),
         [b"duration"] => {
             let d = SystemTime::now()
@@ -138,7 +138,7 @@ fn connection(s: &StreamCtx, rest: &[&[u8]]) -> Option<Vec<u8>> {
 fn xds(s: Option<&StreamCtx>, rest: &[&[u8]]) -> Option<Vec<u8>> {
     let info = &s?.info;
     Some(match rest {
-        [b"route_name"] => info.route_name.clone()?.into_bytes(),
+        [b"route_name"] => info.route_name.as_deref()?.as_bytes().to_vec(),
         [b"cluster_name"] => info.cluster_name.clone()?.into_bytes(),
         [b"virtual_host_name"] => info.virtual_host_name.clone()?.into_bytes(),
         [b"filter_chain_name"] | [b"listener_name"] => info.listener_name.clone()?.into_bytes(),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
@@ -112,8 +113,8 @@ pub(crate) struct StreamCtx {
     pub response_headers: Option<HeaderList>,
     pub response_trailers: Option<HeaderList>,
     /// The body buffer offered in the current body callback (chunk, or everything buffered).
-    pub request_body: Option<Vec<u8>>,
-    pub response_body: Option<Vec<u8>>,
+    pub request_body: Option<BodyBuffer>,
+    pub response_body: Option<BodyBuffer>,
     /// Bytes counted for `request.size`/`response.size`.
     pub request_body_seen: u64,
     pub response_body_seen: u64,
@@ -122,6 +123,42 @@ pub(crate) struct StreamCtx {
     pub signal: Arc<Signal>,
     /// Inside `proxy_on_log` (maps that are gone answer `NotFound`, as Envoy's access-log phase).
     pub log_phase: bool,
+}
+
+/// A body callback's buffer: the proxy's chunk itself until the plugin edits it or a pause makes
+/// chunks accumulate, so a plugin that only looks at (or ignores) the body costs no copy of it.
+pub(crate) struct BodyBuffer {
+    shared: Bytes,
+    /// Set once edited or appended to; `shared` is then empty.
+    owned: Option<Vec<u8>>,
+}
+
+impl BodyBuffer {
+    pub fn new(chunk: Bytes) -> Self {
+        BodyBuffer {
+            shared: chunk,
+            owned: None,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        self.owned.as_deref().unwrap_or(&self.shared)
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// The bytes to edit or append to; the first edit copies a shared chunk (or takes it over,
+    /// when nothing else refers to it).
+    pub fn to_mut(&mut self) -> &mut Vec<u8> {
+        self.owned
+            .get_or_insert_with(|| Vec::from(std::mem::take(&mut self.shared)))
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.owned.map_or(self.shared, Bytes::from)
+    }
 }
 
 pub(crate) enum Context {
@@ -371,12 +408,12 @@ impl VmState {
             BufferType::RequestBody => self
                 .stream()
                 .ok()
-                .and_then(|s| s.request_body.as_deref())
+                .and_then(|s| s.request_body.as_ref().map(BodyBuffer::as_slice))
                 .ok_or(Status::NotFound),
             BufferType::ResponseBody => self
                 .stream()
                 .ok()
-                .and_then(|s| s.response_body.as_deref())
+                .and_then(|s| s.response_body.as_ref().map(BodyBuffer::as_slice))
                 .ok_or(Status::NotFound),
             BufferType::DownstreamData
             | BufferType::UpstreamData
@@ -390,12 +427,12 @@ impl VmState {
             BufferType::RequestBody => self
                 .stream_mut()
                 .ok()
-                .and_then(|s| s.request_body.as_mut())
+                .and_then(|s| s.request_body.as_mut().map(BodyBuffer::to_mut))
                 .ok_or(Status::NotFound),
             BufferType::ResponseBody => self
                 .stream_mut()
                 .ok()
-                .and_then(|s| s.response_body.as_mut())
+                .and_then(|s| s.response_body.as_mut().map(BodyBuffer::to_mut))
                 .ok_or(Status::NotFound),
             BufferType::HttpCallResponseBody | BufferType::GrpcReceiveBuffer => self
                 .call_response
@@ -420,5 +457,29 @@ impl VmState {
             Context::Stream(s) => Some(&s.props),
             Context::Root(r) => Some(&r.props),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_untouched_body_goes_back_as_the_same_bytes() {
+        let chunk = Bytes::from(vec![b'x'; 64]);
+        let buffer = BodyBuffer::new(chunk.clone());
+        assert_eq!(buffer.as_slice(), &chunk[..]);
+        assert_eq!(buffer.into_bytes().as_ptr(), chunk.as_ptr());
+    }
+
+    #[test]
+    fn an_edited_body_is_a_copy_and_the_chunk_stays_as_it_was() {
+        let chunk = Bytes::from_static(b"hello");
+        let mut buffer = BodyBuffer::new(chunk.clone());
+        buffer.to_mut().extend_from_slice(b" world");
+        assert_eq!(buffer.len(), 11);
+        assert_eq!(buffer.as_slice(), b"hello world");
+        assert_eq!(&buffer.into_bytes()[..], b"hello world");
+        assert_eq!(&chunk[..], b"hello");
     }
 }

@@ -37,14 +37,20 @@ impl ChainRun {
 
 /// The request headers as proxy-wasm sees them, pseudo-headers first.
 pub fn request_list(req: &RequestHeader, scheme: &str, authority: &str) -> HeaderList {
-    sized_list(|| request_pairs(req, scheme, authority))
+    sized_list(req.headers.len() + 4, request_pairs(req, scheme, authority))
 }
 
-/// A header list of `pairs`, allocated once at its size, with room for a few added headers.
-fn sized_list<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(pairs: impl Fn() -> I) -> HeaderList {
-    let (n, bytes) = pairs().fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.len()));
-    let mut h = HeaderList::with_capacity(n + 4, bytes + 128);
-    h.extend(pairs());
+/// Name and value bytes per header a list is first given room for: most request and response
+/// headers are shorter.
+const HEADER_BYTES_GUESS: usize = 48;
+
+/// A header list of the `n` (or fewer) `pairs`, with room for a few added headers. Allocated
+/// once at a guessed size, not measured first: a second walk over the header map cost more
+/// than the rare regrowth of the buffer. Names are lower case (pseudo-headers and
+/// `http::HeaderName`s), so they are not lowered again.
+fn sized_list<'a>(n: usize, pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HeaderList {
+    let mut h = HeaderList::with_capacity(n + 4, n * HEADER_BYTES_GUESS + 128);
+    h.extend_lowercase(pairs);
     h
 }
 
@@ -74,7 +80,7 @@ fn request_pairs<'a>(
 }
 
 pub fn response_list(resp: &ResponseHeader) -> HeaderList {
-    sized_list(|| response_pairs(resp))
+    sized_list(resp.headers.len() + 1, response_pairs(resp))
 }
 
 fn response_pairs(resp: &ResponseHeader) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -133,7 +139,26 @@ trait PluginVisible {
     /// In the order the plugin saw them (`Host` is `:authority` for requests, so not here).
     fn visible(&self) -> impl Iterator<Item = (&http::HeaderName, &http::HeaderValue)>;
     fn remove(&mut self, name: &http::HeaderName);
-    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue);
+    /// Adds a header a plugin added; `name` is lower case, as header lists keep names.
+    fn append(&mut self, name: &[u8], value: http::HeaderValue);
+}
+
+/// pingora-http's `append_header` parses the name it is given and, for a header that keeps a
+/// map of header-name case, records the name there too, standard names capitalized: that takes
+/// an `http::HeaderName`. A header without the map (what the HTTP/1 engine makes) takes the
+/// name's bytes, which spares parsing the name twice and copying it once more per added header;
+/// the wire is the same, since pingora capitalizes standard names itself when it has no map.
+macro_rules! append_plugin_header {
+    ($header:expr, $name:expr, $value:expr) => {{
+        let _ = if $header.has_case() {
+            match http::HeaderName::from_bytes($name) {
+                Ok(name) => $header.append_header(name, $value),
+                Err(_) => return,
+            }
+        } else {
+            $header.append_header(Bytes::copy_from_slice($name), $value)
+        };
+    }};
 }
 
 impl PluginVisible for RequestHeader {
@@ -145,12 +170,12 @@ impl PluginVisible for RequestHeader {
     fn remove(&mut self, name: &http::HeaderName) {
         self.remove_header(name);
     }
-    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
-        let _ = if name == http::header::HOST {
-            self.insert_header(name, value)
-        } else {
-            self.append_header(name, value).map(|_| ())
-        };
+    fn append(&mut self, name: &[u8], value: http::HeaderValue) {
+        if name == http::header::HOST.as_str().as_bytes() {
+            let _ = self.insert_header(http::header::HOST, value);
+            return;
+        }
+        append_plugin_header!(self, name, value);
     }
 }
 
@@ -161,8 +186,8 @@ impl PluginVisible for ResponseHeader {
     fn remove(&mut self, name: &http::HeaderName) {
         self.remove_header(name);
     }
-    fn append(&mut self, name: http::HeaderName, value: http::HeaderValue) {
-        let _ = self.append_header(name, value);
+    fn append(&mut self, name: &[u8], value: http::HeaderValue) {
+        append_plugin_header!(self, name, value);
     }
 }
 
@@ -172,37 +197,31 @@ impl PluginVisible for ResponseHeader {
 /// since removing a name removes every value of it). The result is what rewriting every header
 /// would give: Pingora's map keeps the values of a name together, in order.
 fn sync_headers(h: &mut impl PluginVisible, after: &HeaderList) {
-    let wanted: Vec<(&[u8], &[u8])> = after.iter().filter(|(k, _)| !k.starts_with(b":")).collect();
-    let (keep, stale) = {
-        let current: Vec<(&http::HeaderName, &http::HeaderValue)> = h.visible().collect();
-        let mut keep = current
-            .iter()
-            .zip(&wanted)
-            .take_while(|((k, v), (wk, wv))| k.as_str().as_bytes() == *wk && v.as_bytes() == *wv)
-            .count();
-        let (before, after_keep) = current.split_at(keep);
-        if after_keep
-            .iter()
-            .any(|(n, _)| before.iter().any(|(m, _)| m == n))
-        {
-            keep = 0;
+    // Walked as iterators, not collected: what plugins usually do (append) then allocates
+    // nothing here but the headers themselves.
+    let wanted = || after.iter().filter(|(k, _)| !k.starts_with(b":"));
+    let mut keep = h
+        .visible()
+        .zip(wanted())
+        .take_while(|((k, v), (wk, wv))| k.as_str().as_bytes() == *wk && v.as_bytes() == *wv)
+        .count();
+    if h.visible()
+        .skip(keep)
+        .any(|(n, _)| h.visible().take(keep).any(|(m, _)| m == n))
+    {
+        keep = 0;
+    }
+    let mut stale: Vec<http::HeaderName> = Vec::new();
+    for (n, _) in h.visible().skip(keep) {
+        if !stale.contains(n) {
+            stale.push(n.clone());
         }
-        let mut stale: Vec<http::HeaderName> = Vec::new();
-        for (n, _) in &current[keep..] {
-            if !stale.contains(n) {
-                stale.push((*n).clone());
-            }
-        }
-        (keep, stale)
-    };
+    }
     for n in &stale {
         h.remove(n);
     }
-    for (k, v) in &wanted[keep..] {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(k),
-            http::HeaderValue::from_bytes(v),
-        ) {
+    for (k, v) in wanted().skip(keep) {
+        if let Ok(v) = http::HeaderValue::from_bytes(v) {
             h.append(k, v);
         }
     }
@@ -355,6 +374,56 @@ mod tests {
         assert_eq!(req.uri.path(), "/other");
         assert_eq!(req.headers["host"], "api.example.com");
         assert_eq!(pairs(&request(BASE))[..], pairs(&req)[..3]);
+    }
+
+    /// Headers added to a request or response without pingora's case map go in by their bytes:
+    /// the result, and what goes on the wire, must be what adding them by `HeaderName` gives.
+    #[test]
+    fn added_headers_are_the_same_with_or_without_a_case_map() {
+        let wire = |with_case: bool| {
+            let mut resp = if with_case {
+                ResponseHeader::build(200, None).unwrap()
+            } else {
+                ResponseHeader::build_no_case(200, None).unwrap()
+            };
+            resp.append_header(http::header::SERVER, "up").unwrap();
+            let mut list = response_list(&resp);
+            list.push("content-type", "text/plain");
+            list.push("x-powered-by", "wasm");
+            list.push("x-bad name", "dropped");
+            list.push("x-powered-by", "more");
+            apply_response(&mut resp, &list);
+            let mut buf = Vec::new();
+            resp.header_to_h1_wire(&mut buf);
+            (pairs_of(&resp.headers), String::from_utf8(buf).unwrap())
+        };
+        let (with_case, without_case) = (wire(true), wire(false));
+        assert_eq!(
+            with_case.0,
+            [
+                ("server", "up"),
+                ("content-type", "text/plain"),
+                ("x-powered-by", "wasm"),
+                ("x-powered-by", "more")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(with_case, without_case);
+
+        let mut req = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        let mut list = request_list(&req, "http", "example.com");
+        list.push("x-added", "1");
+        list.push("host", "other.example");
+        apply_request(&mut req, "http", "example.com", &list);
+        assert_eq!(req.headers["host"], "other.example");
+        assert_eq!(req.headers["x-added"], "1");
+    }
+
+    fn pairs_of(headers: &http::HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect()
     }
 
     #[test]

@@ -502,7 +502,7 @@ fn stream_info(ds: &ServerSession, ctx: &RequestCtx) -> wasmgate_runtime::Stream
         source: ds.client_addr().and_then(|a| a.as_inet()).copied(),
         destination: ds.server_addr().and_then(|a| a.as_inet()).copied(),
         protocol: if ds.is_http2() { "HTTP/2" } else { "HTTP/1.1" }.into(),
-        route_name: ctx.rule.as_ref().map(|r| r.route.to_string()),
+        route_name: ctx.rule.as_ref().map(|r| r.route.clone()),
         cluster_name: ctx.backend.as_ref().map(|b| b.key.name.clone()),
         ..Default::default()
     }
