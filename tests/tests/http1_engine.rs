@@ -1038,6 +1038,51 @@ async fn bodiless_answers_keep_both_connections_in_step() {
     assert_eq!(up.connections(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn informational_answers_and_trailers_stay_upstream_and_the_connection_in_step() {
+    // What the upstream side of the native engine (its own HTTP/1 client) must frame right:
+    // informational answers before the final one, a chunked body with extensions and trailers,
+    // and bytes past the end of a response, which make that connection unusable.
+    let up = RawUpstream::start(|req| {
+        Reply::Send(match req.head.target() {
+            "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n\
+                          HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints"
+                .to_vec(),
+            "/trailers" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                             3;ext=1\r\ntra\r\n5\r\niler!\r\n0\r\nx-checksum: 1\r\n\r\n"
+                .to_vec(),
+            "/extra" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextraSTRAY".to_vec(),
+            target => ok(target.as_bytes()),
+        })
+    })
+    .await;
+    let s = Setup::new(up.addr, NATIVE).await;
+    let mut c = s.connect().await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+
+    let resp = c.roundtrip(get("/hints").as_bytes()).await.unwrap();
+    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    assert_eq!(text(&resp.body), "hints");
+    let resp = c.roundtrip(get("/trailers").as_bytes()).await.unwrap();
+    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    assert_eq!(text(&resp.body), "trailer!");
+    assert!(!resp.head.has("x-checksum"), "{resp:?}");
+    let resp = c.roundtrip(get("/then").as_bytes()).await.unwrap();
+    assert_eq!(text(&resp.body), "/then");
+    assert_eq!(up.connections(), 1, "all three on one upstream connection");
+
+    let resp = c.roundtrip(get("/extra").as_bytes()).await.unwrap();
+    assert_eq!(text(&resp.body), "extra");
+    let resp = c.roundtrip(get("/after").as_bytes()).await.unwrap();
+    assert_eq!(text(&resp.body), "/after");
+    assert_eq!(
+        up.connections(),
+        2,
+        "a connection with bytes past its response is not reused"
+    );
+    assert!(c.buffered().is_empty(), "{:?}", text(c.buffered()));
+}
+
 // === The pingora engine ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
