@@ -205,31 +205,18 @@ impl Upstream {
                     }
                 }
                 let already_read = self.buf.len();
-                match self.fill().await {
-                    Ok(0) => {
-                        let mut e = Error::explain(
-                            ConnectionClosed,
-                            format!(
-                                "while reading the response header, bytes already read: {already_read}"
-                            ),
-                        );
-                        // A pooled connection the upstream closed as it was taken.
-                        e.retry = RetryType::ReusedOnly;
-                        return Err(e);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let mut e = Error::because(
-                            ReadError,
-                            format!(
-                                "while reading the response header, bytes already read: {already_read}"
-                            ),
-                            e,
-                        );
-                        e.retry = RetryType::ReusedOnly;
-                        return Err(e);
-                    }
-                }
+                let doing = || {
+                    format!("while reading the response header, bytes already read: {already_read}")
+                };
+                let mut e = match self.fill().await {
+                    Ok(0) => Error::explain(ConnectionClosed, doing()),
+                    Ok(_) => continue,
+                    Err(e) => Error::because(ReadError, doing(), e),
+                };
+                // A pooled connection the upstream closed as it was taken: the caller may send
+                // the request again on a new one.
+                e.retry = RetryType::ReusedOnly;
+                return Err(e);
             }
         })
         .await
