@@ -186,12 +186,12 @@ impl Upstream {
         bounded(t, ReadTimedout, "reading the response header", async {
             loop {
                 if !self.buf.is_empty() {
-                    if let Some(resp) = parse_response(&mut self.buf)? {
+                    if let Some((resp, length)) = parse_response(&mut self.buf)? {
                         self.upgraded = self.request.upgrade && is_upgrade_resp(&resp);
                         self.response_keeps_alive = keeps_alive(&resp);
+                        self.reader = body_decoder(&resp, length, &self.request);
+                        self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
                         self.response = Some(resp);
-                        self.reader = None;
-                        self.init_reader();
                         return Ok(());
                     }
                     if self.buf.len() > limits::UPSTREAM_MAX_RESPONSE_HEADER {
@@ -208,7 +208,7 @@ impl Upstream {
                 let doing = || {
                     format!("while reading the response header, bytes already read: {already_read}")
                 };
-                let mut e = match self.fill().await {
+                let mut e = match fill(&mut self.io, &mut self.buf).await {
                     Ok(0) => Error::explain(ConnectionClosed, doing()),
                     Ok(_) => continue,
                     Err(e) => Error::because(ReadError, doing(), e),
@@ -230,10 +230,6 @@ impl Upstream {
     /// Takes the final response header, to send it downstream.
     pub fn take_resp_header(&mut self) -> Option<ResponseHeader> {
         self.response.take()
-    }
-
-    fn resp(&self) -> &ResponseHeader {
-        self.response.as_ref().expect("a response header was read")
     }
 
     /// Whether the request written asked to upgrade the connection.
@@ -293,32 +289,20 @@ impl Upstream {
             && self.buf.is_empty();
         reusable.then_some(self.io)
     }
+}
 
-    /// How the final response's body is framed (RFC 9112 §6.3, in pingora's order).
-    fn init_reader(&mut self) {
-        let resp = self.resp();
-        let decoder = match resp.status.as_u16() {
-            101 if self.request.upgrade => None,
-            // Informational: a header with no body; the final one follows.
-            100..=199 if resp.status != StatusCode::SWITCHING_PROTOCOLS => return,
-            204 | 304 => Some(Decoder::Done),
-            _ if self.request.head => Some(Decoder::Done),
-            _ if framing::is_chunked(&resp.headers) => Some(Decoder::chunked()),
-            // Validated when the header was parsed.
-            _ => framing::content_length(&resp.headers)
-                .ok()
-                .flatten()
-                .map(Decoder::length),
-        };
-        self.reader = Some(decoder.unwrap_or_else(|| {
-            self.close_delimited = true;
-            Decoder::UntilClose
-        }));
-    }
-
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        fill(&mut self.io, &mut self.buf).await
-    }
+/// How the body of `resp`, the answer to `request`, is framed (RFC 9112 §6.3, in pingora's
+/// order); `None` for an informational response, which has none and precedes the final one.
+/// `length`: its `Content-Length`, as [`parse_response`] found it.
+fn body_decoder(resp: &ResponseHeader, length: Option<usize>, request: &Sent) -> Option<Decoder> {
+    Some(match resp.status.as_u16() {
+        101 if request.upgrade => Decoder::UntilClose,
+        100..=199 if resp.status != StatusCode::SWITCHING_PROTOCOLS => return None,
+        204 | 304 => Decoder::Done,
+        _ if request.head => Decoder::Done,
+        _ if framing::is_chunked(&resp.headers) => Decoder::chunked(),
+        _ => length.map_or(Decoder::UntilClose, Decoder::length),
+    })
 }
 
 /// Reads what the connection has into `buf`, growing it by up to [`limits::UPSTREAM_READ_BUFFER`].
@@ -374,8 +358,9 @@ pub(super) fn request_head(req: &RequestHeader) -> Result<Vec<u8>> {
 }
 
 /// Parses a response header at the start of `buf`, and removes it from there; `None` if it is
-/// not complete yet. Field values point into the buffer's memory (no copy).
-fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHeader>> {
+/// not complete yet. Field values point into the buffer's memory (no copy). With the header, its
+/// body's `Content-Length` (`None` when absent or overridden by `Transfer-Encoding`).
+fn parse_response(buf: &mut BytesMut) -> Result<Option<(ResponseHeader, Option<usize>)>> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() };
         limits::UPSTREAM_MAX_RESPONSE_FIELDS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -422,10 +407,10 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHeader>> {
     if resp.headers.contains_key(header::TRANSFER_ENCODING) {
         resp.headers.remove(header::CONTENT_LENGTH);
     }
-    framing::validate_content_length(&resp.headers)?;
+    let length = framing::body_length(&resp.headers)?;
     // The standard reason phrase, as Envoy answers, and no map of field-name case (pingora-core
     // writes well-known names capitalized, the rest lowercase).
-    Ok(Some(ResponseHeader::from(resp)))
+    Ok(Some((ResponseHeader::from(resp), length)))
 }
 
 /// `io` within `t`, as an upstream error either way (a timeout is `timed_out` while `doing`, as

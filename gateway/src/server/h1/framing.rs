@@ -37,13 +37,14 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<usize>> {
     })
 }
 
-/// That the framing is unambiguous: `Transfer-Encoding` overrides `Content-Length`; otherwise
-/// `Content-Length` must be one value. (`validate_content_length`.)
-pub fn validate_content_length(headers: &HeaderMap) -> Result<()> {
+/// The body length a message's `Content-Length` gives, checking that the framing is
+/// unambiguous: `None` when `Transfer-Encoding` overrides it or it is absent; otherwise it must be
+/// one value. (`validate_content_length`, then `content_length_for_framing`.)
+pub fn body_length(headers: &HeaderMap) -> Result<Option<usize>> {
     if headers.contains_key(TRANSFER_ENCODING) {
-        return Ok(());
+        return Ok(None);
     }
-    content_length(headers).map(|_| ())
+    content_length(headers)
 }
 
 /// Whether `chunked` is the last transfer coding of the last `Transfer-Encoding` field.
@@ -131,9 +132,9 @@ mod tests {
 
     #[test]
     fn transfer_encoding_overrides_an_invalid_content_length() {
-        assert!(validate_content_length(&headers(&[("content-length", "x")])).is_err());
+        assert!(body_length(&headers(&[("content-length", "x")])).is_err());
         assert!(
-            validate_content_length(&headers(&[
+            body_length(&headers(&[
                 ("content-length", "x"),
                 ("transfer-encoding", "chunked")
             ]))
