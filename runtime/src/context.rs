@@ -384,11 +384,7 @@ pub(crate) fn on_body(
     };
     let raw = result?;
     let out = outcome(vm, ctx, data_action(raw));
-    let s = stream_mut(vm, ctx)?;
-    let buffer = match dir {
-        Direction::Request => &mut s.request_body,
-        Direction::Response => &mut s.response_body,
-    };
+    let buffer = stream_mut(vm, ctx)?.body_mut(dir);
     *chunk = if out.action == Action::Pause {
         Bytes::new()
     } else {
@@ -403,16 +399,11 @@ pub(crate) fn on_body(
 /// Takes what the runtime buffered for a paused body (after [`Stream::resumed`]).
 pub(crate) fn take_buffered(vm: &mut Vm, ctx: u32, dir: Direction) -> Bytes {
     match stream_mut(vm, ctx) {
-        Ok(s) => {
-            let buffer = match dir {
-                Direction::Request => &mut s.request_body,
-                Direction::Response => &mut s.response_body,
-            };
-            buffer
-                .take()
-                .map(BodyBuffer::into_bytes)
-                .unwrap_or_default()
-        }
+        Ok(s) => s
+            .body_mut(dir)
+            .take()
+            .map(BodyBuffer::into_bytes)
+            .unwrap_or_default(),
         Err(_) => Bytes::new(),
     }
 }

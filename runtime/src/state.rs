@@ -13,6 +13,7 @@ use rustc_hash::FxHashMap;
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use crate::abi::{AbiVersion, BufferType, LogLevel, MapType, Status};
+use crate::context::Direction;
 use crate::engine::RuntimeInner;
 use crate::host::GrpcStreamSink;
 use crate::metrics::{GuestMetric, PluginStatsInner};
@@ -123,6 +124,16 @@ pub(crate) struct StreamCtx {
     pub signal: Arc<Signal>,
     /// Inside `proxy_on_log` (maps that are gone answer `NotFound`, as Envoy's access-log phase).
     pub log_phase: bool,
+}
+
+impl StreamCtx {
+    /// The body buffer of the `dir` direction.
+    pub fn body_mut(&mut self, dir: Direction) -> &mut Option<BodyBuffer> {
+        match dir {
+            Direction::Request => &mut self.request_body,
+            Direction::Response => &mut self.response_body,
+        }
+    }
 }
 
 /// A body callback's buffer: the proxy's chunk itself until the plugin edits it or a pause makes
