@@ -57,6 +57,14 @@ pub const DENY_ALL_BODY: &str = "RBAC: access denied";
 /// (fetch + compile + canary); past it they open, and a plugin still loading is skipped until it
 /// is ready, as one added at runtime is.
 pub const STARTUP_PLUGIN_WAIT: Duration = Duration::from_secs(30);
+/// What one read from a client connection takes at most: a request header and a small body
+/// arrive in one read; a larger body is relayed in pieces of up to this size.
+pub const DOWNSTREAM_READ_BUFFER: usize = 16 * 1024;
+/// Largest request header, in bytes, and most fields in it: pingora-core's bounds
+/// (`MAX_HEADER_SIZE`, `MAX_HEADERS`), kept when the HTTP/1 server session became our own. A
+/// larger header is answered 400.
+pub const DOWNSTREAM_MAX_REQUEST_HEADER: usize = 1024 * 1024 - 1;
+pub const DOWNSTREAM_MAX_REQUEST_FIELDS: usize = 256;
 /// Write buffer of each downstream connection: a response header and a body up to this size leave
 /// in one `send` (see `server/coalesce.rs`). Pingora's own listeners use one MSS (1460 bytes).
 pub const DOWNSTREAM_WRITE_BUFFER: usize = 4096;

@@ -1,17 +1,17 @@
 //! What the gateway does with a request, phase by phase, whichever HTTP engine carries it:
-//! pingora-proxy for HTTP/2 and h2c (`proxy.rs`), our own loop for HTTP/1 (`h1/`). Both hold a
-//! pingora-core [`ServerSession`], so routing, plugins, errors, metrics and the access log are
-//! written once, here, against that one type.
+//! pingora-proxy for HTTP/2 and h2c (`proxy.rs`), our own loop for HTTP/1 (`h1/`). Both give it
+//! the client's side of the request as a [`Downstream`], so routing, plugins, errors, metrics and
+//! the access log are written once, here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::downstream::Downstream;
 use super::errors;
 use crate::access_log::{self, AccessRecord};
 use crate::backends::{Backend, NoBackend};
@@ -91,7 +91,7 @@ impl Gateway {
     }
 
     /// Routes the request. `Ok(true)`: the response is written (a redirect or a plugin's reply).
-    pub async fn route(&self, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Result<bool> {
+    pub async fn route<D: Downstream>(&self, ds: &mut D, ctx: &mut RequestCtx) -> Result<bool> {
         let port = local_port(ds);
         let req = ds.req_header();
         let host = normalize_host(request_host(req));
@@ -167,9 +167,9 @@ impl Gateway {
 
     /// One chunk of the request body through the plugins. `body` is what goes upstream (`None`:
     /// nothing now, a plugin buffers it).
-    pub async fn request_body(
+    pub async fn request_body<D: Downstream>(
         &self,
-        ds: &mut ServerSession,
+        ds: &mut D,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -288,9 +288,9 @@ impl Gateway {
 
     /// The route's response header filters, then the plugins' response-header callbacks, then
     /// the framing the downstream can take (see [`fit_framing`]).
-    pub async fn response_headers(
+    pub async fn response_headers<D: Downstream>(
         &self,
-        ds: &mut ServerSession,
+        ds: &mut D,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -347,9 +347,9 @@ impl Gateway {
     /// callbacks of the plugins whose request headers ran (see [`send_reply`]), so they can
     /// decorate a 404, 503 or 504 as any response. Nothing is written after the response header
     /// went out (Envoy resets the stream then), nor after a plugin's own reply.
-    pub async fn fail(
+    pub async fn fail<D: Downstream>(
         &self,
-        ds: &mut ServerSession,
+        ds: &mut D,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> (u16, bool) {
@@ -374,7 +374,7 @@ impl Gateway {
         }
         if !reuse {
             // As Pingora's error writer: after an upstream failure the connection is not reused.
-            ds.set_keepalive(None);
+            ds.disable_keepalive();
         }
         let resp = match errors::reply_header(code, text) {
             Ok(resp) => resp,
@@ -393,7 +393,7 @@ impl Gateway {
     }
 
     /// The end of a request: the plugins' log callbacks, metrics and the access log.
-    pub fn log(&self, ds: &ServerSession, ctx: &mut RequestCtx) {
+    pub fn log<D: Downstream>(&self, ds: &D, ctx: &mut RequestCtx) {
         if let Some(mut run) = ctx.wasm.take() {
             for s in &mut run.streams {
                 s.on_log();
@@ -450,7 +450,7 @@ pingora_header_sink!(RequestHeader, ResponseHeader);
 /// or even create: it gets the body as it comes, ended by the gateway closing the connection. A
 /// response body with neither a length nor chunking is always ended that way, and pingora-core
 /// does not turn keep-alive off for it by itself.
-fn fit_framing(ds: &mut ServerSession, resp: &mut ResponseHeader) {
+fn fit_framing<D: Downstream>(ds: &mut D, resp: &mut ResponseHeader) {
     use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
     if ds.is_http2() {
         return;
@@ -467,7 +467,7 @@ fn fit_framing(ds: &mut ServerSession, resp: &mut ResponseHeader) {
         && !resp.headers.contains_key(CONTENT_LENGTH)
         && !resp.headers.contains_key(TRANSFER_ENCODING)
     {
-        ds.set_keepalive(None);
+        ds.disable_keepalive();
     }
 }
 
@@ -483,10 +483,8 @@ fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-fn local_port(ds: &ServerSession) -> u16 {
-    ds.server_addr()
-        .and_then(|a| a.as_inet())
-        .map_or(0, |a| a.port())
+fn local_port<D: Downstream>(ds: &D) -> u16 {
+    ds.server_addr().map_or(0, |a| a.port())
 }
 
 /// How long a paused plugin may hold the request: what remains of the route timeout.
@@ -497,10 +495,10 @@ fn pause_timeout(rule: Option<&Rule>, start: Instant) -> Duration {
         })
 }
 
-fn stream_info(ds: &ServerSession, ctx: &RequestCtx) -> wasmgate_runtime::StreamInfo {
+fn stream_info<D: Downstream>(ds: &D, ctx: &RequestCtx) -> wasmgate_runtime::StreamInfo {
     wasmgate_runtime::StreamInfo {
-        source: ds.client_addr().and_then(|a| a.as_inet()).copied(),
-        destination: ds.server_addr().and_then(|a| a.as_inet()).copied(),
+        source: ds.client_addr(),
+        destination: ds.server_addr(),
         protocol: if ds.is_http2() { "HTTP/2" } else { "HTTP/1.1" }.into(),
         route_name: ctx.rule.as_ref().map(|r| r.route.clone()),
         cluster_name: ctx.backend.as_ref().map(|b| b.key.name.clone()),
@@ -513,8 +511,8 @@ fn stream_info(ds: &ServerSession, ctx: &RequestCtx) -> wasmgate_runtime::Stream
 /// The request's plugins (`chain`, if any), then `router`'s answer unless a plugin answered the
 /// request itself: Envoy's filters run before its router, whose 404 or 500 is then a response
 /// like any other to them.
-async fn plugins_then(
-    ds: &mut ServerSession,
+async fn plugins_then<D: Downstream>(
+    ds: &mut D,
     ctx: &mut RequestCtx,
     chain: Option<Chain>,
     scheme: &str,
@@ -528,8 +526,8 @@ async fn plugins_then(
     router
 }
 
-async fn run_request_chain(
-    ds: &mut ServerSession,
+async fn run_request_chain<D: Downstream>(
+    ds: &mut D,
     ctx: &mut RequestCtx,
     chain: Chain,
     scheme: &str,
@@ -594,8 +592,8 @@ async fn run_request_chain(
 }
 
 /// Sends a plugin's local reply (see [`send_reply`]).
-async fn send_local_reply(
-    ds: &mut ServerSession,
+async fn send_local_reply<D: Downstream>(
+    ds: &mut D,
     ctx: &mut RequestCtx,
     reply: wasmgate_runtime::LocalReply,
 ) -> Result<()> {
@@ -616,8 +614,8 @@ async fn send_local_reply(
 ///
 /// `resp` carries everything but the body's length, which is set here from the final body.
 /// Nothing else is written for the request afterwards (`ctx.replied`).
-async fn send_reply(
-    ds: &mut ServerSession,
+async fn send_reply<D: Downstream>(
+    ds: &mut D,
     ctx: &mut RequestCtx,
     mut resp: ResponseHeader,
     body: Bytes,

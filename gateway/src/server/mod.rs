@@ -6,6 +6,7 @@
 //! keeping connections alive, and waits at most `--grace-period` for open connections to finish.
 
 mod coalesce;
+pub mod downstream;
 pub mod errors;
 pub mod h1;
 pub mod handler;

@@ -22,7 +22,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.route(session, ctx).await
+        self.route(&mut **session, ctx).await
     }
 
     async fn request_body_filter(
@@ -32,7 +32,8 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.request_body(session, body, end_of_stream, ctx).await
+        self.request_body(&mut **session, body, end_of_stream, ctx)
+            .await
     }
 
     async fn upstream_peer(
@@ -79,7 +80,7 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        self.response_headers(session, resp, ctx).await
+        self.response_headers(&mut **session, resp, ctx).await
     }
 
     fn response_body_filter(
@@ -99,7 +100,7 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (error_code, can_reuse_downstream) = self.fail(session, e, ctx).await;
+        let (error_code, can_reuse_downstream) = self.fail(&mut **session, e, ctx).await;
         FailToProxy {
             error_code,
             can_reuse_downstream,
@@ -112,6 +113,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.log(session, ctx);
+        self.log(&**session, ctx);
     }
 }

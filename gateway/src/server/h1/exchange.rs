@@ -11,18 +11,19 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use pingora_core::protocols::Stream;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::RequestHeader;
 
 use super::client::Upstream;
+use super::session::Session;
 use super::{sanitize, upstream};
+use crate::server::downstream::Downstream;
 use crate::server::handler::{Gateway, RequestCtx, UpstreamTarget};
 
 /// Serves the request `ds` has read, to its end. Returns whether the downstream connection may
 /// serve another request.
-pub async fn serve_request(gw: &Gateway, ds: &mut ServerSession) -> bool {
+pub async fn serve_request(gw: &Gateway, ds: &mut Session) -> bool {
     let mut ctx = gw.new_ctx();
     let reuse = match proxy(gw, ds, &mut ctx).await {
         Ok(reuse) => reuse,
@@ -32,7 +33,7 @@ pub async fn serve_request(gw: &Gateway, ds: &mut ServerSession) -> bool {
     reuse
 }
 
-async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Result<bool> {
+async fn proxy(gw: &Gateway, ds: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
     if ds.req_header().method == http::Method::CONNECT {
         // As pingora-proxy: CONNECT changes message framing and is not proxied.
         ds.respond_error(405).await?;
@@ -76,7 +77,7 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
     let upgrade = ds.is_upgrade(&resp) == Some(true);
     if !request_sent {
         // The rest of the request body is still coming: the connection cannot carry another.
-        ds.set_keepalive(None);
+        ds.disable_keepalive();
     }
     ds.write_response_header(resp)
         .await
@@ -101,7 +102,7 @@ async fn proxy(gw: &Gateway, ds: &mut ServerSession, ctx: &mut RequestCtx) -> Re
 /// does, and the request is not complete on that connection.
 async fn send_request(
     gw: &Gateway,
-    ds: &mut ServerSession,
+    ds: &mut Session,
     us: &mut Upstream,
     ctx: &mut RequestCtx,
     has_body: bool,
@@ -173,7 +174,7 @@ fn session(stream: Stream, target: &UpstreamTarget) -> Upstream {
 /// directions at once.
 async fn forward_request_body(
     gw: &Gateway,
-    ds: &mut ServerSession,
+    ds: &mut Session,
     us: &mut Upstream,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
@@ -209,22 +210,22 @@ async fn read_final_response(us: &mut Upstream) -> Result<()> {
 
 async fn forward_response_body(
     gw: &Gateway,
-    ds: &mut ServerSession,
+    ds: &mut Session,
     us: &mut Upstream,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    if let (false, ServerSession::H1(h1)) = (ctx.has_plugins(), &mut *ds) {
-        // No plugin sees the body: it goes from the upstream session's buffer to the downstream
-        // as it is, without the copy into `Bytes` that the plugins' callbacks need.
+    if !ctx.has_plugins() {
+        // No plugin sees the body: its pieces go down as they come.
         while !us.is_body_done() {
             match us.read_body().await? {
-                Some(data) => {
-                    h1.write_body(&data).await.map_err(Error::into_down)?;
-                }
+                Some(data) => ds
+                    .write_response_body(data, false)
+                    .await
+                    .map_err(Error::into_down)?,
                 None => break,
             }
         }
-        h1.finish_body().await.map_err(Error::into_down)?;
+        ds.finish_body().await.map_err(Error::into_down)?;
         return Ok(());
     }
     loop {
@@ -245,7 +246,7 @@ async fn forward_response_body(
 }
 
 /// Copies both directions of an upgraded connection until both have ended.
-async fn tunnel(ds: &mut ServerSession, us: &mut Upstream) -> Result<()> {
+async fn tunnel(ds: &mut Session, us: &mut Upstream) -> Result<()> {
     us.start_upgraded_body();
     let (mut down_open, mut up_open) = (true, true);
     while down_open || up_open {

@@ -1,4 +1,4 @@
-//! The HTTP/1 engine: our own proxy loop on pingora-core's HTTP/1 sessions.
+//! The HTTP/1 engine: our own proxy loop, server session and client.
 //!
 //! Why not pingora-proxy for HTTP/1 too: measured per request at saturation, its generic
 //! machinery cost about as much as everything else together (a copy of the request header, two
@@ -6,13 +6,15 @@
 //! timeout, boxed callbacks, and a connection pool that spawns a task for every connection it
 //! takes back and asks the kernel for the peer of every connection it hands out). A prototype of
 //! this loop served 1.7× the requests per second of the same gateway on pingora-proxy. The
-//! downstream session stays pingora-core's; routing, plugins, errors and logging are the shared
-//! handler (`handler.rs`), so both engines behave the same. HTTP/2 and h2c stay on pingora-proxy
+//! sessions on both sides then became our own too (see [`session`] and [`client`] for why).
+//! Routing, plugins, errors and logging are the shared handler (`handler.rs`), so both engines
+//! behave the same. HTTP/2 and h2c stay on pingora-proxy
 //! (`proxy.rs`); `--http1-engine pingora` sends HTTP/1 there as well.
 //!
+//! - [`session`]: the client's side of the connection, our own HTTP/1 server session.
 //! - [`exchange`]: one request, from the downstream session to the upstream and back.
 //! - [`client`]: the upstream side of it, our own HTTP/1 client (framing in [`framing`] and
-//!   [`body`]), each wait bounded by the route timeout on the worker's timer.
+//!   [`body`], shared with [`session`]), each wait bounded by the route timeout on the worker's timer.
 //! - [`sanitize`]: what pingora-proxy does to a request before it goes upstream (hop-by-hop
 //!   fields, `Connection` nominations, WebSocket upgrades, framing), ported.
 //! - [`upstream`]: upstream connections and the per-worker idle pool.
@@ -22,13 +24,15 @@ mod client;
 mod exchange;
 mod framing;
 pub mod sanitize;
+mod session;
 pub mod upstream;
 
 use pingora_core::protocols::Stream;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 
+use self::session::Session;
+use super::downstream::Downstream;
 use super::handler::Gateway;
 
 /// Serves HTTP/1 requests on `stream` until the client or the gateway closes the connection.
@@ -42,17 +46,15 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
     tokio::pin!(closing);
     // The keep-alive timeout: the next request's header must have arrived within
     // `--idle-timeout` of the end of the previous one (of the connection's start, for the
-    // first). Not pingora-core's: it arms a shared timer for every read that waits (see
-    // `timed.rs`), which on a kept-alive connection is every request, and a header trickling in
-    // a byte per read never expires it. One timer per connection instead, moved on only when it
-    // fires.
+    // first). Not pingora-core's: it armed a timer in one process-wide, lock-guarded map for
+    // every read that waits, which on a kept-alive connection is every request, and a header
+    // trickling in a byte per read never expired it. One timer per connection instead, moved on
+    // only when it fires.
     let idle = tokio::time::sleep(gw.idle_timeout);
     tokio::pin!(idle);
     let mut idle_since = tokio::time::Instant::now();
-    let mut ds = session(stream, None);
+    let mut ds = Session::new(stream);
     loop {
-        // `Some(0)`: kept alive, with no timeout of pingora-core's own.
-        ds.set_keepalive((!*shutdown.borrow()).then_some(0));
         let read = {
             let read = ds.read_request();
             tokio::pin!(read);
@@ -87,6 +89,9 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
                 return;
             }
         }
+        if *shutdown.borrow() {
+            ds.disable_keepalive();
+        }
         if !exchange::serve_request(gw, &mut ds).await {
             // Not `finish`: after a failure mid-response it would end a chunked body with its
             // last chunk, and the client would take a cut response for a whole one. Shutting down
@@ -95,26 +100,8 @@ pub async fn serve(gw: &Gateway, stream: Stream, shutdown: &ShutdownWatch) {
             return;
         }
         idle_since = tokio::time::Instant::now();
-        ds = match ds.finish().await {
-            Ok(Some(reusable)) => {
-                let (stream, pipelined) = reusable.into_parts();
-                session(stream, pipelined)
-            }
-            _ => return,
-        };
-    }
-}
-
-/// A session for the next request on `stream`; `pipelined`: what the last one read past its end.
-fn session(stream: Stream, pipelined: Option<bytes::BytesMut>) -> ServerSession {
-    let mut ds = ServerSession::new_http1(stream);
-    if let ServerSession::H1(h1) = &mut ds {
-        // Requests a client sends before it has its answers are served in order (RFC 9112
-        // §9.3.2), each when the one before is done, rather than dropped with the connection.
-        h1.set_pipelining_enabled(true);
-        if let Some(prefix) = pipelined {
-            h1.set_pipelined_prefix(prefix);
+        if !matches!(ds.finish().await, Ok(true)) {
+            return;
         }
     }
-    ds
 }

@@ -448,8 +448,9 @@ fn reject_mismatched_101(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::downstream::Downstream;
     use crate::server::errors::response_for;
-    use pingora_core::protocols::http::v1::server::HttpSession as ServerSession;
+    use crate::server::h1::session::Session;
     use pingora_error::ErrorSource;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -477,13 +478,13 @@ mod tests {
         resp
     }
 
-    /// A downstream request as pingora-core's v1 server session parses it off the wire.
+    /// A downstream request as our HTTP/1 session (`session.rs`) parses it off the wire.
     /// Also returns the client's end, to read the response.
-    async fn downstream(raw: &[u8]) -> (ServerSession, DuplexStream) {
+    async fn downstream(raw: &[u8]) -> (Session, DuplexStream) {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         client.write_all(raw).await.unwrap();
-        let mut session = ServerSession::new(Box::new(server));
-        session.read_request().await.unwrap().unwrap();
+        let mut session = Session::new(Box::new(server));
+        assert!(session.read_request().await.unwrap());
         (session, client)
     }
 
@@ -1021,8 +1022,10 @@ mod tests {
         let mut resp = response(200, Version::HTTP_10, &[("Server", "origin")]);
         downstream_response(&mut resp, false, session.req_header(), false).unwrap();
         session.write_response_header(Box::new(resp)).await.unwrap();
-        session.write_body(b"hi").await.unwrap();
-        session.finish_body().await.unwrap();
+        session
+            .write_response_body(bytes::Bytes::from_static(b"hi"), true)
+            .await
+            .unwrap();
         drop(session);
         let mut wire = String::new();
         client.read_to_string(&mut wire).await.unwrap();

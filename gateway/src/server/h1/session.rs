@@ -1,0 +1,578 @@
+//! The client's side of an HTTP/1 connection: our own server session, one per connection.
+//!
+//! It replaced pingora-core's v1 server session, whose checks and framing it keeps (ported from
+//! `protocols/http/v1/server.rs` 0.9.1; framing rules in [`framing`] and [`body`]), because per
+//! request that session cost about as much as the rest of the gateway's HTTP/1 path together:
+//! a case-preserving copy of every field name, a boxed request header, a fresh session with its
+//! own buffers for every request on a kept-alive connection, a header buffer allocated for every
+//! response. Here one session lives as long as the connection: the request is parsed once into
+//! the `http` map the handler uses, its values pointing into the read buffer; body pieces are
+//! split off that buffer without a copy; and what a client sent past one request (pipelined
+//! requests, RFC 9112 §9.3.2) stays in the buffer for the next.
+//!
+//! Waits are not bounded here: the time for a request header is the connection loop's keep-alive
+//! timeout (`h1::serve`), and, as pingora-core's session had none by default, reading a body or
+//! writing a response has none either.
+
+use std::future::Future;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, Version, header};
+use pingora_core::protocols::http::date::get_cached_date;
+use pingora_core::protocols::http::{ServerSession, authority};
+use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_core::protocols::{SocketDigest, Stream};
+use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::body::{self, Decoded, Decoder, Encoder};
+use super::framing;
+use crate::limits;
+use crate::server::downstream::Downstream;
+
+/// An HTTP/1 connection from a client, serving one request at a time.
+pub struct Session {
+    io: Stream,
+    digest: Option<Arc<SocketDigest>>,
+    /// Bytes read and not yet consumed: the rest of a request header, body not yet relayed, and
+    /// any request pipelined after it.
+    buf: BytesMut,
+    request: Option<RequestHeader>,
+    reader: Decoder,
+    /// The request had no body (neither `Content-Length` above 0 nor chunked).
+    body_empty: bool,
+    /// The final response header written (or a `100 Continue`, until the final one).
+    response: Option<ResponseHeader>,
+    writer: Encoder,
+    /// The connection may carry another request after this one.
+    keepalive: bool,
+    /// A 101 accepted the request's `Upgrade`: the connection now carries other bytes.
+    upgraded: bool,
+    body_sent: usize,
+    body_read: usize,
+    /// The response header's wire form, kept to reuse its allocation.
+    head: Vec<u8>,
+}
+
+impl Session {
+    pub fn new(io: Stream) -> Self {
+        Self {
+            digest: io.get_socket_digest(),
+            io,
+            buf: BytesMut::new(),
+            request: None,
+            reader: Decoder::Done,
+            body_empty: true,
+            response: None,
+            writer: Encoder::Done,
+            keepalive: false,
+            upgraded: false,
+            body_sent: 0,
+            body_read: 0,
+            head: Vec::new(),
+        }
+    }
+
+    /// Reads the next request header. `Ok(false)`: the client closed the connection (or it
+    /// failed) before sending a byte of it, the normal end of a kept-alive connection. An
+    /// `InvalidHTTPHeader` error deserves a 400.
+    pub async fn read_request(&mut self) -> Result<bool> {
+        self.request = None;
+        self.response = None;
+        self.reader = Decoder::Done;
+        self.writer = Encoder::Done;
+        self.upgraded = false;
+        self.body_sent = 0;
+        self.body_read = 0;
+        if !self.buf.is_empty() {
+            // A pipelined request is parsed without a read: count it against the task's budget,
+            // so a client pipelining many cannot starve the worker's other connections.
+            tokio::task::consume_budget().await;
+        }
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(req) = parse_request(&mut self.buf)? {
+                    self.start(req)?;
+                    return Ok(true);
+                }
+                if self.buf.len() > limits::DOWNSTREAM_MAX_REQUEST_HEADER {
+                    return Error::e_explain(
+                        InvalidHTTPHeader,
+                        format!(
+                            "request header larger than {}",
+                            limits::DOWNSTREAM_MAX_REQUEST_HEADER
+                        ),
+                    );
+                }
+            }
+            let already_read = self.buf.len();
+            match fill(&mut self.io, &mut self.buf).await {
+                Ok(0) | Err(_) if already_read == 0 => return Ok(false),
+                Ok(0) => {
+                    return Error::e_explain(
+                        ConnectionClosed,
+                        format!(
+                            "while reading request headers, bytes already read: {already_read}"
+                        ),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return Error::e_because(ReadError, "while reading request headers", e),
+            }
+        }
+    }
+
+    /// Takes `req` as the request being served: its framing, whether the connection stays, and
+    /// pingora-core's checks (`read_request`, then `validate_request`).
+    fn start(&mut self, mut req: RequestHeader) -> Result<()> {
+        let chunked = framing::is_chunked(&req.headers);
+        let has_te = req.headers.contains_key(header::TRANSFER_ENCODING);
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which goes; §6.1: the
+        // connection must then close after the response.
+        let both = has_te && req.headers.contains_key(header::CONTENT_LENGTH);
+        if both {
+            req.remove_header(&header::CONTENT_LENGTH);
+        }
+        self.keepalive = !both
+            && framing::connection_keepalive(&req.headers)
+                .unwrap_or(req.version == Version::HTTP_11);
+        authority::validate_request_authority(&req)?;
+        let length = framing::body_length(&req.headers)?;
+        if has_te {
+            // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            if req.version == Version::HTTP_10 {
+                return Error::e_explain(
+                    InvalidHTTPHeader,
+                    "HTTP/1.0 requests cannot include Transfer-Encoding header",
+                );
+            }
+            // §6.3: a request whose final coding is not chunked cannot be framed.
+            if !chunked {
+                return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
+            }
+        }
+        // Requests are never close-delimited: with neither field the body is empty (§6.3).
+        self.reader = if chunked {
+            Decoder::chunked()
+        } else {
+            Decoder::length(length.unwrap_or(0))
+        };
+        self.body_empty = self.reader.is_done();
+        self.request = Some(req);
+        Ok(())
+    }
+
+    fn req(&self) -> &RequestHeader {
+        self.request.as_ref().expect("a request header was read")
+    }
+
+    pub fn is_body_done(&self) -> bool {
+        self.reader.is_done()
+    }
+
+    /// The next piece of the request body (after a 101, of the client's upgraded stream);
+    /// `None` at its end. Cancel-safe: a piece is taken from the buffer only when returned.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            match self.reader.decode(&mut self.buf)? {
+                Decoded::Data(data) => {
+                    self.body_read += data.len();
+                    return Ok(Some(data));
+                }
+                Decoded::End => return Ok(None),
+                Decoded::NeedMore => {
+                    let n = fill(&mut self.io, &mut self.buf)
+                        .await
+                        .or_err(ReadError, "while reading the request body")?;
+                    if n == 0 {
+                        self.reader.at_eof()?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `100 Continue`, unless a response was already written.
+    pub async fn write_continue_response(&mut self) -> Result<()> {
+        if self.response.is_some() {
+            return Ok(());
+        }
+        self.write_response_header(Box::new(ResponseHeader::build_no_case(100, Some(0))?))
+            .await
+    }
+
+    /// Writes a response header: an informational one (1xx but 101), which may come more than
+    /// once, or the final one. Adds `Date` and `Connection` to the final one, and decides the
+    /// body's framing from its fields (`prepare_response_header`, `init_body_writer`).
+    pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
+        if let Some(sent) = &self.response
+            && (!sent.status.is_informational() || self.upgraded)
+        {
+            tracing::warn!("response header already sent, cannot send again");
+            return Ok(());
+        }
+        let status = resp.status;
+        let info = status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS;
+        // A response before the request's body was read to its end: the rest of it would be
+        // taken for the next request.
+        if !self.reader.is_done() {
+            self.keepalive = false;
+        }
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            self.keepalive = false;
+        }
+        if !info {
+            if self.is_upgrade(&resp) == Some(true) {
+                // From here on the client's bytes go through as they are, to the end (pingora
+                // switches at once, as nginx does, rather than after a request body).
+                self.upgraded = true;
+                self.reader = Decoder::UntilClose;
+                self.writer = Encoder::UntilClose;
+            } else {
+                self.writer = self.body_encoder(&resp);
+            }
+            if self.writer == Encoder::UntilClose {
+                self.keepalive = false;
+            }
+            if !status.is_informational() {
+                resp.insert_header(header::DATE, get_cached_date())?;
+                let connection = if self.keepalive {
+                    "keep-alive"
+                } else {
+                    "close"
+                };
+                resp.insert_header(header::CONNECTION, connection)?;
+            }
+        }
+        response_head(&resp, &mut self.head)?;
+        self.io
+            .write_all(&self.head)
+            .await
+            .or_err(WriteError, "writing response header")?;
+        // A response with a length leaves with its body (it is less likely to be real-time);
+        // the others, and informational ones, the client should see now.
+        if status.is_informational()
+            || !resp.headers.contains_key(header::CONTENT_LENGTH)
+            || matches!(self.writer, Encoder::Length(0) | Encoder::Done)
+        {
+            self.flush().await?;
+        }
+        self.response = Some(*resp);
+        Ok(())
+    }
+
+    /// How the body of `resp` goes on the wire (pingora's `init_body_writer`).
+    fn body_encoder(&self, resp: &ResponseHeader) -> Encoder {
+        if matches!(
+            resp.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        ) || self
+            .request
+            .as_ref()
+            .is_some_and(|r| r.method == Method::HEAD)
+        {
+            return Encoder::Length(0);
+        }
+        if framing::is_chunked(&resp.headers) {
+            return Encoder::Chunked;
+        }
+        match framing::content_length(&resp.headers) {
+            Ok(Some(n)) => Encoder::Length(n as u64),
+            // No length, or one that cannot be trusted: the body ends with the connection.
+            _ => Encoder::UntilClose,
+        }
+    }
+
+    /// Whether `resp` accepts the request's upgrade; `None` if the request asked for none.
+    pub fn is_upgrade(&self, resp: &ResponseHeader) -> Option<bool> {
+        let req = self.request.as_ref()?;
+        let asked = req.version == Version::HTTP_11 && req.headers.contains_key(header::UPGRADE);
+        asked.then(|| {
+            resp.status == StatusCode::SWITCHING_PROTOCOLS && resp.version == Version::HTTP_11
+        })
+    }
+
+    /// Writes a piece of the response body, framed. Past a `Content-Length`, the rest is dropped
+    /// (as pingora does). A chunk, or bytes without framing, leave at once; a body with a length
+    /// leaves with its last byte, or as the write buffer fills.
+    async fn write_body(&mut self, data: &[u8]) -> Result<()> {
+        let mut size_line = [0; 18];
+        let io = &mut self.io;
+        let (sent, flush) = match &mut self.writer {
+            Encoder::Done => return Ok(()),
+            Encoder::Length(left) => {
+                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                io.write_all(&data[..n])
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                (n, *left == 0)
+            }
+            // An empty chunk would be the last chunk.
+            Encoder::Chunked if data.is_empty() => return Ok(()),
+            Encoder::Chunked => {
+                let line = body::chunk_size_line(data.len(), &mut size_line);
+                for piece in [line, data, b"\r\n"] {
+                    io.write_all(piece)
+                        .await
+                        .or_err(WriteError, "while writing body")?;
+                }
+                (data.len(), true)
+            }
+            Encoder::UntilClose => {
+                io.write_all(data)
+                    .await
+                    .or_err(WriteError, "while writing body")?;
+                (data.len(), true)
+            }
+        };
+        self.body_sent += sent;
+        if flush { self.flush().await } else { Ok(()) }
+    }
+
+    /// Ends the response body (the last chunk of a chunked one) and sends what is buffered. A
+    /// body shorter than its `Content-Length` is an error. After an upgrade the client's side is
+    /// over too (pingora's `maybe_force_close_body_reader`).
+    pub async fn finish_body(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.writer, Encoder::Done) {
+            Encoder::Length(left) if left > 0 => {
+                return Error::e_explain(
+                    body::PREMATURE_BODY_END,
+                    format!("response body {left} bytes short of its Content-Length"),
+                );
+            }
+            Encoder::Chunked => self
+                .io
+                .write_all(body::LAST_CHUNK)
+                .await
+                .or_err(WriteError, "while writing body")?,
+            _ => {}
+        }
+        self.flush().await?;
+        if self.upgraded {
+            self.reader = Decoder::Done;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.io.flush().await.or_err(WriteError, "flushing body")
+    }
+
+    /// Answers a request the gateway could not read (`400` for a malformed header) with
+    /// pingora-core's canned response, and closes after it.
+    pub async fn respond_error(&mut self, code: u16) -> Result<()> {
+        self.keepalive = false;
+        self.write_response_header(Box::new(ServerSession::generate_error(code)))
+            .await?;
+        self.finish_body().await
+    }
+
+    /// The end of a request. `Ok(true)`: the connection can carry the next one; the rest of the
+    /// request body, if any, was read and dropped (`finish`, then `reuse`). Otherwise the
+    /// connection is shut down.
+    pub async fn finish(&mut self) -> Result<bool> {
+        self.finish_body().await?;
+        if !self.keepalive {
+            self.shutdown().await;
+            return Ok(false);
+        }
+        while self.read_request_body().await?.is_some() {}
+        Ok(true)
+    }
+
+    /// Flushes what was written and closes the connection.
+    pub async fn shutdown(&mut self) {
+        let _ = self.io.shutdown().await;
+    }
+}
+
+impl Downstream for Session {
+    fn req_header(&self) -> &RequestHeader {
+        self.req()
+    }
+
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        self.request.as_mut().expect("a request header was read")
+    }
+
+    fn is_body_empty(&mut self) -> bool {
+        self.body_empty
+    }
+
+    fn write_response_header(
+        &mut self,
+        resp: Box<ResponseHeader>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        Session::write_response_header(self, resp)
+    }
+
+    async fn write_response_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        if !data.is_empty() {
+            self.write_body(&data).await?;
+        }
+        if end {
+            self.finish_body().await?;
+        }
+        Ok(())
+    }
+
+    fn response_written(&self) -> Option<&ResponseHeader> {
+        self.response.as_ref()
+    }
+
+    fn disable_keepalive(&mut self) {
+        self.keepalive = false;
+    }
+
+    fn is_http2(&self) -> bool {
+        false
+    }
+
+    fn client_addr(&self) -> Option<SocketAddr> {
+        inet(self.digest.as_ref()?.peer_addr())
+    }
+
+    fn server_addr(&self) -> Option<SocketAddr> {
+        inet(self.digest.as_ref()?.local_addr())
+    }
+
+    fn body_bytes_sent(&self) -> usize {
+        self.body_sent
+    }
+
+    fn body_bytes_read(&self) -> usize {
+        self.body_read
+    }
+}
+
+fn inet(addr: Option<&PingoraAddr>) -> Option<SocketAddr> {
+    addr?.as_inet().copied()
+}
+
+/// Reads what the connection has into `buf`, growing it by up to
+/// [`limits::DOWNSTREAM_READ_BUFFER`].
+async fn fill(io: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
+    buf.reserve(limits::DOWNSTREAM_READ_BUFFER);
+    io.read_buf(buf).await
+}
+
+/// Parses a request header at the start of `buf`, and removes it from there; `None` if it is not
+/// complete yet. Field values point into the buffer's memory (no copy). A request line with
+/// bytes httparse refuses in its target (spaces, quotes) is taken with them percent-encoded, as
+/// pingora-core does.
+fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHeader>> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() };
+        limits::DOWNSTREAM_MAX_REQUEST_FIELDS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_request_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            if matches!(e, httparse::Error::Token | httparse::Error::Version)
+                && let Some(escaped) = escape_illegal_request_line(buf)
+            {
+                *buf = escaped;
+                return parse_request(buf);
+            }
+            return Error::e_explain(
+                InvalidHTTPHeader,
+                format!(
+                    "invalid request header ({e}): {}",
+                    buf[..buf.len().min(256)].escape_ascii()
+                ),
+            );
+        }
+    };
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
+        .or_err(InvalidHTTPHeader, "invalid method")?;
+    parts.version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // The fields' names and values, as offsets: `parsed` borrows `buf`, which is split below.
+    let base = buf.as_ptr() as usize;
+    let path = offsets(base, parsed.path.expect("complete").as_bytes());
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for f in parsed.headers.iter() {
+        let name = http::HeaderName::from_bytes(f.name.as_bytes())
+            .or_err(InvalidHTTPHeader, "invalid field name")?;
+        fields.push((name, offsets(base, f.value)));
+    }
+    let head: Bytes = buf.split_to(len).freeze();
+    parts.headers.reserve(fields.len());
+    for (name, value) in fields {
+        let value = pingora_http::header_value_from_raw(head.slice(value));
+        parts.headers.append(name, value);
+    }
+    // No map of field-name case: pingora-core writes well-known names capitalized, the rest in
+    // lower case (see `sanitize::without_case`).
+    let mut req = RequestHeader::from(parts);
+    req.set_raw_path(&head[path])?;
+    Ok(Some(req))
+}
+
+/// Where `piece`, a slice of the buffer at `base`, lies in it.
+fn offsets(base: usize, piece: &[u8]) -> std::ops::Range<usize> {
+    let start = piece.as_ptr() as usize - base;
+    start..start + piece.len()
+}
+
+/// A copy of `buf` with the request line's target percent-encoded where httparse refuses it;
+/// `None` when that changes nothing (pingora-core's `escape_illegal_request_line`).
+fn escape_illegal_request_line(buf: &[u8]) -> Option<BytesMut> {
+    use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
+    static REQUEST_LINE: LazyLock<regex::bytes::Regex> = LazyLock::new(|| {
+        regex::bytes::Regex::new(r"^\w+ (?P<uri>.+) HTTP/\d(?:\.\d)?").expect("valid")
+    });
+    // The bytes httparse refuses in a target (WHATWG's query set, almost, and `{}`).
+    const REFUSED: &AsciiSet = &CONTROLS.add(b' ').add(b'<').add(b'>').add(b'"');
+    let uri = REQUEST_LINE.captures(buf)?.name("uri")?;
+    let mut escaped = BytesMut::with_capacity(buf.len() + 32);
+    escaped.extend_from_slice(&buf[..uri.start()]);
+    for piece in percent_encode(uri.as_bytes(), REFUSED) {
+        escaped.extend_from_slice(piece.as_bytes());
+    }
+    if escaped.len() == uri.end() {
+        return None;
+    }
+    escaped.extend_from_slice(&buf[uri.end()..]);
+    Some(escaped)
+}
+
+/// The status line and fields of `resp` as they go on the wire, into `out` (pingora-core's
+/// `http_resp_header_to_buf`: well-known names capitalized, the others as the map keeps them).
+fn response_head(resp: &ResponseHeader, out: &mut Vec<u8>) -> Result<()> {
+    let version: &[u8] = match resp.version {
+        Version::HTTP_10 => b"HTTP/1.0 ",
+        Version::HTTP_11 => b"HTTP/1.1 ",
+        Version::HTTP_09 => b"HTTP/0.9 ",
+        v => {
+            return Error::e_explain(
+                WriteError,
+                format!("cannot send a {v:?} response as HTTP/1"),
+            );
+        }
+    };
+    out.clear();
+    out.extend_from_slice(version);
+    out.extend_from_slice(resp.status.as_str().as_bytes());
+    out.push(b' ');
+    if let Some(reason) = resp.get_reason_phrase() {
+        out.extend_from_slice(reason.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    resp.header_to_h1_wire(out);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
