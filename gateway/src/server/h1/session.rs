@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode, Version, header};
+use http::{HeaderValue, Method, StatusCode, Version, header};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::http::{ServerSession, authority};
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -241,9 +241,9 @@ impl Session {
             if !status.is_informational() {
                 resp.insert_header(header::DATE, get_cached_date())?;
                 let connection = if self.keepalive {
-                    "keep-alive"
+                    HeaderValue::from_static("keep-alive")
                 } else {
-                    "close"
+                    HeaderValue::from_static("close")
                 };
                 resp.insert_header(header::CONNECTION, connection)?;
             }
@@ -382,6 +382,13 @@ impl Session {
             return Ok(false);
         }
         while self.read_request_body().await?.is_some() {}
+        // As nginx's keep-alive: a connection waiting for its next request holds no read buffer
+        // (the next read takes a new one), nor the request header, whose values point into it.
+        self.request = None;
+        self.response = None;
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
         Ok(true)
     }
 

@@ -353,3 +353,22 @@ async fn a_bad_request_gets_pingoras_400_and_a_close() {
     assert!(wire.contains("Content-Length: 0\r\n"), "{wire}");
     assert!(wire.contains("Connection: close\r\n"), "{wire}");
 }
+
+#[tokio::test]
+async fn a_connection_waiting_for_its_next_request_holds_no_buffer() {
+    let (mut ds, _client) = session(b"GET / HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n").await;
+    assert!(ds.read_request().await.unwrap());
+    ds.write_response_header(response(204, &[])).await.unwrap();
+    assert!(ds.finish().await.unwrap());
+    // A pipelined start of a request is kept...
+    assert!(!ds.buf.is_empty());
+    assert!(ds.request.is_none());
+
+    let (mut ds, _client) = session(b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(ds.read_request().await.unwrap());
+    ds.write_response_header(response(204, &[])).await.unwrap();
+    assert!(ds.finish().await.unwrap());
+    // ...otherwise nothing is.
+    assert_eq!(ds.buf.capacity(), 0);
+    assert!(ds.request.is_none() && ds.response.is_none());
+}
