@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::mem::MaybeUninit;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -415,6 +416,10 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<(ResponseHeader, Option<u
 
 /// `io` within `t`, as an upstream error either way (a timeout is `timed_out` while `doing`, as
 /// pingora-core's own).
+///
+/// The timer starts only if `io` does not end at once: most waits do (a write into the
+/// connection's buffer, a send the kernel takes, a body already read), and a timer costs a clock
+/// read and a place in the worker's timer wheel, which it must leave again.
 async fn bounded<T>(
     t: Option<Duration>,
     timed_out: ErrorType,
@@ -423,10 +428,16 @@ async fn bounded<T>(
 ) -> Result<T> {
     let done = match t {
         None => io.await,
-        Some(t) => match tokio::time::timeout(t, io).await {
-            Ok(done) => done,
-            Err(_) => Error::e_explain(timed_out, format!("while {doing}, timeout: {t:?}")),
-        },
+        Some(t) => {
+            let mut io = std::pin::pin!(io);
+            match std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await {
+                Poll::Ready(done) => done,
+                Poll::Pending => match tokio::time::timeout(t, io).await {
+                    Ok(done) => done,
+                    Err(_) => Error::e_explain(timed_out, format!("while {doing}, timeout: {t:?}")),
+                },
+            }
+        }
     };
     done.map_err(Error::into_up)
 }

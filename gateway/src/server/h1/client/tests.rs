@@ -260,6 +260,15 @@ async fn each_wait_is_bounded_by_the_timeout() {
     let e = us.read_response().await.unwrap_err();
     assert_eq!(*e.etype(), ReadTimedout);
     assert_eq!(response_for(&e).0, 504);
+
+    // A write the upstream does not take: it times out too.
+    let (ours, _origin) = tokio::io::duplex(1024);
+    let mut us = Upstream::new(Box::new(ours), Some(Duration::from_millis(20)));
+    us.write_request_header(request("POST", &[("content-length", "100000")]))
+        .await
+        .unwrap();
+    let e = us.write_body(&[b'a'; 100_000]).await.unwrap_err();
+    assert_eq!(*e.etype(), WriteTimedout);
 }
 
 #[tokio::test]
