@@ -372,3 +372,125 @@ async fn a_connection_waiting_for_its_next_request_holds_no_buffer() {
     assert_eq!(ds.buf.capacity(), 0);
     assert!(ds.request.is_none() && ds.response.is_none());
 }
+
+/// What a session made of a request: refused (`None`), or its method, target, version, fields
+/// in order, body (`None`: reading it failed) and whether the connection stays.
+#[derive(Debug, PartialEq)]
+struct Read {
+    method: String,
+    target: Vec<u8>,
+    version: Version,
+    fields: Vec<(String, Vec<u8>)>,
+    body: Option<Vec<u8>>,
+    keepalive: bool,
+}
+
+fn read_of(req: &RequestHeader, body: Option<Vec<u8>>, keepalive: bool) -> Read {
+    Read {
+        method: req.method.to_string(),
+        target: req.raw_path().to_vec(),
+        version: req.version,
+        fields: req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+        keepalive,
+    }
+}
+
+/// `raw` as the client's whole side of a connection, through our session.
+async fn read_ours(raw: &[u8]) -> Option<Read> {
+    let (mut ds, mut client) = session(raw).await;
+    client.shutdown().await.unwrap();
+    if !matches!(ds.read_request().await, Ok(true)) {
+        return None;
+    }
+    let body = body(&mut ds).await.ok().map(String::into_bytes);
+    Some(read_of(ds.req_header(), body, ds.keepalive))
+}
+
+/// The same through pingora-core's v1 server session, which ours replaced.
+async fn read_pingoras(raw: &[u8]) -> Option<Read> {
+    use pingora_core::protocols::http::v1::server::HttpSession;
+    let (ours, mut client) = tokio::io::duplex(4 << 20);
+    client.write_all(raw).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut ds = HttpSession::new(Box::new(ours));
+    if !matches!(ds.read_request().await, Ok(Some(_))) {
+        return None;
+    }
+    let mut body = Some(Vec::new());
+    loop {
+        match ds.read_body_bytes().await {
+            Ok(Some(piece)) => body.as_mut().unwrap().extend_from_slice(&piece),
+            Ok(None) => break,
+            Err(_) => {
+                body = None;
+                break;
+            }
+        }
+    }
+    Some(read_of(ds.req_header(), body, ds.will_keepalive()))
+}
+
+/// Requests chosen where parsers disagree (request smuggling, RFC 9112's framing rules, the
+/// target's forms and bytes): ours must read each exactly as pingora-core did.
+#[tokio::test]
+async fn reads_every_request_as_pingora_core_did() {
+    let cases: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /p?q=1&r HTTP/1.0\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel",
+        b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nok",
+        b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+        b"POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\nok",
+        b"POST / HTTP/1.1\r\nContent-Length: -2\r\n\r\nok",
+        b"POST / HTTP/1.1\r\nContent-Length: 0x2\r\n\r\nok",
+        b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\nok",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;a=b\r\nok\r\n0\r\nT: v\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\n\r\n",
+        b"GET http://a.test/x HTTP/1.1\r\n\r\n",
+        b"GET http://u@a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+        b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a b\"c HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /a#frag HTTP/1.1\r\n\r\n",
+        b"GET /caf\xc3\xa9/\xff HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX:\r\nY: \t v \t \r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: caf\xc3\xa9 \xff\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+        b"G@T / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+        b"\r\nGET / HTTP/1.1\r\n\r\n",
+    ];
+    for raw in cases {
+        let (ours, pingoras) = (read_ours(raw).await, read_pingoras(raw).await);
+        assert_eq!(ours, pingoras, "{}", raw.escape_ascii());
+    }
+}
