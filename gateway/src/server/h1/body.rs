@@ -202,9 +202,52 @@ pub enum Encoder {
     Done,
 }
 
+/// A piece of body as it goes on the wire: up to three slices to write in order (a chunk's size
+/// line, its data, its CRLF), and how many bytes of the body they carry.
+pub struct Framed<'a> {
+    pub wire: [&'a [u8]; 3],
+    pub len: usize,
+}
+
+impl Encoder {
+    /// Frames `data`. Past a `Content-Length` the rest is dropped (as pingora does); an empty
+    /// piece of a chunked body is nothing (it would be the last chunk). `size_line` holds a
+    /// chunk's size line.
+    pub fn frame<'a>(&mut self, data: &'a [u8], size_line: &'a mut [u8; 18]) -> Framed<'a> {
+        let (wire, len): ([&[u8]; 3], usize) = match self {
+            Encoder::Done => ([&[]; 3], 0),
+            Encoder::Length(left) => {
+                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                ([&data[..n], &[], &[]], n)
+            }
+            Encoder::Chunked if data.is_empty() => ([&[]; 3], 0),
+            Encoder::Chunked => (
+                [chunk_size_line(data.len(), size_line), data, b"\r\n"],
+                data.len(),
+            ),
+            Encoder::UntilClose => ([data, &[], &[]], data.len()),
+        };
+        Framed { wire, len }
+    }
+
+    /// Ends the body: what to write last (the last chunk of a chunked body). A body shorter than
+    /// its `Content-Length` is an error; `what` names it (`request`, `response`).
+    pub fn finish(&mut self, what: &str) -> Result<&'static [u8]> {
+        match std::mem::replace(self, Encoder::Done) {
+            Encoder::Length(left) if left > 0 => Error::e_explain(
+                PREMATURE_BODY_END,
+                format!("{what} body {left} bytes short of its Content-Length"),
+            ),
+            Encoder::Chunked => Ok(LAST_CHUNK),
+            _ => Ok(b""),
+        }
+    }
+}
+
 /// The size line of a chunk of `len` bytes (uppercase hex, as pingora writes it), without a
 /// format machinery allocation: at most 16 digits and CRLF.
-pub fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
+fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut digits = [0u8; 16];
     let mut n = len;
@@ -224,7 +267,7 @@ pub fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
 }
 
 /// The last chunk and the empty trailer section.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,7 @@ use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::{self, Decoded, Decoder, Encoder};
+use super::body::{Decoded, Decoder, Encoder};
 use super::framing;
 use crate::limits;
 
@@ -110,36 +110,23 @@ impl Upstream {
         .await
     }
 
-    /// Writes a piece of the request body, framed. Past a `Content-Length`, the rest is dropped
-    /// (as pingora does).
+    /// Writes a piece of the request body, framed (see [`Encoder::frame`]), and sends it.
     pub async fn write_body(&mut self, data: &[u8]) -> Result<()> {
         let t = self.io_timeout;
         bounded(t, WriteTimedout, "writing the request body", async {
             let mut size_line = [0; 18];
-            let io = &mut self.io;
-            match &mut self.writer {
-                Encoder::Done => return Ok(()),
-                Encoder::Length(left) => {
-                    let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= n as u64;
-                    io.write_all(&data[..n]).await
-                }
-                // An empty chunk would be the last chunk.
-                Encoder::Chunked if data.is_empty() => return Ok(()),
-                Encoder::Chunked => {
-                    let line = body::chunk_size_line(data.len(), &mut size_line);
-                    match io.write_all(line).await {
-                        Ok(()) => match io.write_all(data).await {
-                            Ok(()) => io.write_all(b"\r\n").await,
-                            e => e,
-                        },
-                        e => e,
-                    }
-                }
-                Encoder::UntilClose => io.write_all(data).await,
+            let framed = self.writer.frame(data, &mut size_line);
+            if framed.len == 0 {
+                return Ok(());
             }
-            .or_err(WriteError, "while writing the request body")?;
-            io.flush()
+            for piece in framed.wire {
+                self.io
+                    .write_all(piece)
+                    .await
+                    .or_err(WriteError, "while writing the request body")?;
+            }
+            self.io
+                .flush()
                 .await
                 .or_err(WriteError, "while writing the request body")
         })
@@ -150,22 +137,12 @@ impl Upstream {
     /// shorter than its `Content-Length` is an error.
     pub async fn finish_body(&mut self) -> Result<()> {
         let t = self.io_timeout;
-        let writer = std::mem::replace(&mut self.writer, Encoder::Done);
+        let last = self.writer.finish("request").map_err(Error::into_up)?;
         bounded(t, WriteTimedout, "ending the request body", async {
-            match writer {
-                Encoder::Length(left) if left > 0 => {
-                    return Error::e_explain(
-                        body::PREMATURE_BODY_END,
-                        format!("request body {left} bytes short of its Content-Length"),
-                    );
-                }
-                Encoder::Chunked => self
-                    .io
-                    .write_all(body::LAST_CHUNK)
-                    .await
-                    .or_err(WriteError, "while ending the request body")?,
-                _ => {}
-            }
+            self.io
+                .write_all(last)
+                .await
+                .or_err(WriteError, "while ending the request body")?;
             self.io
                 .flush()
                 .await

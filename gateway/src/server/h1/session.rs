@@ -29,7 +29,7 @@ use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::body::{self, Decoded, Decoder, Encoder};
+use super::body::{Decoded, Decoder, Encoder};
 use super::framing;
 use crate::limits;
 use crate::server::downstream::Downstream;
@@ -296,62 +296,37 @@ impl Session {
         })
     }
 
-    /// Writes a piece of the response body, framed. Past a `Content-Length`, the rest is dropped
-    /// (as pingora does). A chunk, or bytes without framing, leave at once; a body with a length
-    /// leaves with its last byte, or as the write buffer fills.
+    /// Writes a piece of the response body, framed (see [`Encoder::frame`]). A chunk, or bytes
+    /// without framing, leave at once; a body with a length leaves with its last byte, or as the
+    /// write buffer fills.
     async fn write_body(&mut self, data: &[u8]) -> Result<()> {
         let mut size_line = [0; 18];
-        let io = &mut self.io;
-        let (sent, flush) = match &mut self.writer {
-            Encoder::Done => return Ok(()),
-            Encoder::Length(left) => {
-                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                *left -= n as u64;
-                io.write_all(&data[..n])
-                    .await
-                    .or_err(WriteError, "while writing body")?;
-                (n, *left == 0)
-            }
-            // An empty chunk would be the last chunk.
-            Encoder::Chunked if data.is_empty() => return Ok(()),
-            Encoder::Chunked => {
-                let line = body::chunk_size_line(data.len(), &mut size_line);
-                for piece in [line, data, b"\r\n"] {
-                    io.write_all(piece)
-                        .await
-                        .or_err(WriteError, "while writing body")?;
-                }
-                (data.len(), true)
-            }
-            Encoder::UntilClose => {
-                io.write_all(data)
-                    .await
-                    .or_err(WriteError, "while writing body")?;
-                (data.len(), true)
-            }
-        };
-        self.body_sent += sent;
-        if flush { self.flush().await } else { Ok(()) }
+        let framed = self.writer.frame(data, &mut size_line);
+        if framed.len == 0 {
+            return Ok(());
+        }
+        for piece in framed.wire {
+            self.io
+                .write_all(piece)
+                .await
+                .or_err(WriteError, "while writing body")?;
+        }
+        self.body_sent += framed.len;
+        match self.writer {
+            Encoder::Length(left) if left > 0 => Ok(()),
+            _ => self.flush().await,
+        }
     }
 
     /// Ends the response body (the last chunk of a chunked one) and sends what is buffered. A
     /// body shorter than its `Content-Length` is an error. After an upgrade the client's side is
     /// over too (pingora's `maybe_force_close_body_reader`).
     pub async fn finish_body(&mut self) -> Result<()> {
-        match std::mem::replace(&mut self.writer, Encoder::Done) {
-            Encoder::Length(left) if left > 0 => {
-                return Error::e_explain(
-                    body::PREMATURE_BODY_END,
-                    format!("response body {left} bytes short of its Content-Length"),
-                );
-            }
-            Encoder::Chunked => self
-                .io
-                .write_all(body::LAST_CHUNK)
-                .await
-                .or_err(WriteError, "while writing body")?,
-            _ => {}
-        }
+        let last = self.writer.finish("response")?;
+        self.io
+            .write_all(last)
+            .await
+            .or_err(WriteError, "while writing body")?;
         self.flush().await?;
         if self.upgraded {
             self.reader = Decoder::Done;

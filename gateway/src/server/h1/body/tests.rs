@@ -147,3 +147,37 @@ fn chunk_size_lines_are_uppercase_hex() {
         b"FFFFFFFFFFFFFFFF\r\n"
     );
 }
+
+#[test]
+fn a_body_is_framed_for_its_encoding_and_ended() {
+    let mut line = [0; 18];
+    let wire = |e: &mut Encoder, data: &[u8]| {
+        let mut line = [0; 18];
+        let f = e.frame(data, &mut line);
+        (f.wire.concat(), f.len)
+    };
+    // A length: what goes past it is dropped; short of it, the end is an error.
+    let mut e = Encoder::Length(5);
+    assert_eq!(wire(&mut e, b"hello, and more"), (b"hello".to_vec(), 5));
+    assert_eq!(wire(&mut e, b"x"), (vec![], 0));
+    assert_eq!(e.finish("response").unwrap(), b"");
+    let mut e = Encoder::Length(5);
+    e.frame(b"hel", &mut line);
+    let short = e.finish("response").unwrap_err();
+    assert_eq!(*short.etype(), PREMATURE_BODY_END);
+    assert!(
+        short.to_string().contains("response body 2 bytes short"),
+        "{short}"
+    );
+    // Chunked: an empty piece is nothing, the end is the last chunk.
+    let mut e = Encoder::Chunked;
+    assert_eq!(wire(&mut e, b""), (vec![], 0));
+    let chunk = [b"1A\r\n".as_slice(), &[b'a'; 26], b"\r\n"].concat();
+    assert_eq!(wire(&mut e, &[b'a'; 26]), (chunk, 26));
+    assert_eq!(e.finish("request").unwrap(), b"0\r\n\r\n");
+    assert_eq!(e, Encoder::Done);
+    assert_eq!(wire(&mut e, b"late"), (vec![], 0));
+    // Until close: as it is.
+    let mut e = Encoder::UntilClose;
+    assert_eq!(wire(&mut e, b"raw"), (b"raw".to_vec(), 3));
+}

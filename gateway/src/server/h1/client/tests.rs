@@ -79,7 +79,7 @@ async fn a_request_body_short_of_its_content_length_is_an_error() {
         .unwrap();
     us.write_body(b"short").await.unwrap();
     let e = us.finish_body().await.unwrap_err();
-    assert_eq!(*e.etype(), body::PREMATURE_BODY_END);
+    assert_eq!(*e.etype(), super::super::body::PREMATURE_BODY_END);
     assert_eq!(response_for(&e).0, 502);
 }
 

@@ -214,7 +214,7 @@ async fn a_body_short_of_its_length_is_an_error() {
         .write_response_body(Bytes::from_static(b"hel"), true)
         .await
         .unwrap_err();
-    assert_eq!(*e.etype(), body::PREMATURE_BODY_END);
+    assert_eq!(*e.etype(), super::super::body::PREMATURE_BODY_END);
 }
 
 #[tokio::test]
