@@ -858,6 +858,52 @@ async fn a_request_with_two_hosts_is_refused() {
     assert_eq!(up.hits(), 0);
 }
 
+/// The classic CL.TE smuggling attempt: a body framed both ways, with a request hidden where
+/// the `Content-Length` reading would end. RFC 9112 §6.1 and §6.3: `Transfer-Encoding` frames the
+/// body, and the connection closes after the answer, so what follows is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_framed_both_ways_is_read_chunked_and_ends_the_connection() {
+    let up = describing_upstream().await;
+    let s = Setup::new(up.addr, NATIVE).await;
+    let mut c = s.connect().await;
+    c.send(
+        b"POST /a HTTP/1.1\r\nHost: example.com\r\nContent-Length: 60\r\n\
+          Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /smuggled HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let resp = c.read_response("POST").await.unwrap();
+    assert_eq!(resp.head.status(), 200, "{resp:?}");
+    assert_eq!(text(&resp.body), "POST /a abc");
+    assert_eq!(resp.head.get("connection"), Some("close"));
+    c.expect_eof()
+        .await
+        .expect("the connection ends after the answer");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1, "the hidden request was served");
+    assert_eq!(seen[0].head.get("content-length"), None);
+}
+
+/// A request header past 1 MiB (pingora-core's bound, kept) is answered 400, not read on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_header_past_the_limit_is_400() {
+    let up = Upstream::start("never").await;
+    let s = Setup::new(up.addr, NATIVE).await;
+    let mut c = s.connect().await;
+    let mut raw = b"GET / HTTP/1.1\r\nHost: example.com\r\n".to_vec();
+    let filler = format!("x-filler: {}\r\n", "a".repeat(1000));
+    while raw.len() < 1100 * 1024 {
+        raw.extend_from_slice(filler.as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    // The gateway may answer and close before it took every byte: a write error is fine.
+    let _ = c.send(&raw).await;
+    let resp = c.read_response("GET").await.unwrap();
+    assert_eq!(resp.head.status(), 400, "{resp:?}");
+    assert_eq!(up.hits(), 0);
+}
+
 /// RFC 9112 §6.1: a server must not send `Transfer-Encoding` in a response to an HTTP/1.0
 /// request; an HTTP/1.0 client cannot decode chunks, so the body goes raw and the close ends it.
 async fn http10_client_gets_no_chunks(engine: &[&str]) {

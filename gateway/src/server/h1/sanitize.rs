@@ -1,8 +1,8 @@
 //! What pingora-proxy 0.9.1 does to the headers when it proxies HTTP/1 to HTTP/1 with the
 //! default `HttpUpstreamRequestPolicy` (strip hop-by-hop and `Connection`-nominated fields,
 //! reject malformed nominations, forward only WebSocket upgrades). pingora-proxy keeps these
-//! functions `pub(crate)`; our HTTP/1 loop drives pingora-core's v1 sessions itself, so it must
-//! call these ports at the points pingora calls the originals:
+//! functions `pub(crate)`; our HTTP/1 loop drives its own sessions (`session.rs`, `client.rs`),
+//! so it must call these ports at the points pingora calls the originals:
 //!
 //! ```text
 //! request:  before_filter -> upstream_request_filter -> after_filter -> write_request_header
@@ -102,8 +102,9 @@ pub fn after_filter(
 ///
 /// Mirrors `h1_response_filter` (proxy_h1.rs:874-953): a 101 is refused unless both sides'
 /// requests were upgrades, and a response that would be close-delimited is sent chunked as
-/// HTTP/1.1 so the downstream connection can be kept. pingora-core's v1 server session then
-/// adds `Date` and `Connection` and picks the body framing in `write_response_header`.
+/// HTTP/1.1 so the downstream connection can be kept. The server session (`session.rs`, as
+/// pingora-core's did) then adds `Date` and `Connection` and picks the body framing in
+/// `write_response_header`.
 ///
 /// # Errors
 ///
@@ -976,7 +977,7 @@ mod tests {
         assert_eq!(err.esource(), &ErrorSource::Upstream);
     }
 
-    // === on the wire, through pingora-core's v1 server session and our upstream client ===
+    // === on the wire, through our server session and upstream client ===
 
     #[tokio::test]
     async fn chunked_request_reaches_the_upstream_rechunked() {
