@@ -118,7 +118,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Http1Engine {
-    /// wasmgate's HTTP/1 loop on pingora-core's sessions (faster; see `server/h1/`).
+    /// wasmgate's own HTTP/1 loop, server session and upstream client (faster; see `server/h1/`).
     Native,
     /// pingora-proxy, as for HTTP/2.
     Pingora,
