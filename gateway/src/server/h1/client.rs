@@ -23,10 +23,11 @@ use http::{StatusCode, Version, header};
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::body::{Decoded, Decoder, Encoder};
 use super::framing;
+use super::wire::{self, Head};
 use crate::limits;
 
 /// One request and its response on an upstream connection.
@@ -119,12 +120,8 @@ impl Upstream {
             if framed.len == 0 {
                 return Ok(());
             }
-            for piece in framed.wire {
-                self.io
-                    .write_all(piece)
-                    .await
-                    .or_err(WriteError, "while writing the request body")?;
-            }
+            wire::write_pieces(&mut self.io, &framed.wire, "while writing the request body")
+                .await?;
             self.io
                 .flush()
                 .await
@@ -162,40 +159,39 @@ impl Upstream {
     pub async fn read_response(&mut self) -> Result<()> {
         let t = self.io_timeout;
         bounded(t, ReadTimedout, "reading the response header", async {
-            loop {
-                if !self.buf.is_empty() {
-                    if let Some((resp, length)) = parse_response(&mut self.buf)? {
-                        self.upgraded = self.request.upgrade && is_upgrade_resp(&resp);
-                        self.response_keeps_alive = keeps_alive(&resp);
-                        self.reader = body_decoder(&resp, length, &self.request);
-                        self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
-                        self.response = Some(resp);
-                        return Ok(());
-                    }
-                    if self.buf.len() > limits::UPSTREAM_MAX_RESPONSE_HEADER {
-                        return Error::e_explain(
-                            InvalidHTTPHeader,
-                            format!(
-                                "response header larger than {}",
-                                limits::UPSTREAM_MAX_RESPONSE_HEADER
-                            ),
-                        );
-                    }
+            let read = wire::read_head(
+                &mut self.io,
+                &mut self.buf,
+                limits::UPSTREAM_READ_BUFFER,
+                limits::UPSTREAM_MAX_RESPONSE_HEADER,
+                "response",
+                parse_response,
+            );
+            let (resp, length) = match read.await? {
+                Head::Parsed(parsed) => parsed,
+                Head::Ended {
+                    already_read,
+                    error,
+                } => {
+                    let doing = format!(
+                        "while reading the response header, bytes already read: {already_read}"
+                    );
+                    let mut e = match error {
+                        None => Error::explain(ConnectionClosed, doing),
+                        Some(e) => Error::because(ReadError, doing, e),
+                    };
+                    // A pooled connection the upstream closed as it was taken: the caller may
+                    // send the request again on a new one.
+                    e.retry = RetryType::ReusedOnly;
+                    return Err(e);
                 }
-                let already_read = self.buf.len();
-                let doing = || {
-                    format!("while reading the response header, bytes already read: {already_read}")
-                };
-                let mut e = match fill(&mut self.io, &mut self.buf).await {
-                    Ok(0) => Error::explain(ConnectionClosed, doing()),
-                    Ok(_) => continue,
-                    Err(e) => Error::because(ReadError, doing(), e),
-                };
-                // A pooled connection the upstream closed as it was taken: the caller may send
-                // the request again on a new one.
-                e.retry = RetryType::ReusedOnly;
-                return Err(e);
-            }
+            };
+            self.upgraded = self.request.upgrade && is_upgrade_resp(&resp);
+            self.response_keeps_alive = keeps_alive(&resp);
+            self.reader = body_decoder(&resp, length, &self.request);
+            self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
+            self.response = Some(resp);
+            Ok(())
         })
         .await
     }
@@ -233,9 +229,10 @@ impl Upstream {
                     Decoded::Data(data) => return Ok(Some(data)),
                     Decoded::End => return Ok(None),
                     Decoded::NeedMore => {
-                        let n = fill(&mut self.io, &mut self.buf)
-                            .await
-                            .or_err(ReadError, "while reading the response body")?;
+                        let n =
+                            wire::fill(&mut self.io, &mut self.buf, limits::UPSTREAM_READ_BUFFER)
+                                .await
+                                .or_err(ReadError, "while reading the response body")?;
                         if n == 0 {
                             reader.at_eof()?;
                         }
@@ -281,13 +278,6 @@ fn body_decoder(resp: &ResponseHeader, length: Option<usize>, request: &Sent) ->
         _ if framing::is_chunked(&resp.headers) => Decoder::chunked(),
         _ => length.map_or(Decoder::UntilClose, Decoder::length),
     })
-}
-
-/// Reads what the connection has into `buf`, growing it by up to [`limits::UPSTREAM_READ_BUFFER`].
-async fn fill(io: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
-    buf.reserve(limits::UPSTREAM_READ_BUFFER);
-    io.read_buf(buf).await
 }
 
 /// Whether the response lets the connection carry another request: not a 101, not HTTP/1.0 with
@@ -366,21 +356,9 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<(ResponseHeader, Option<u
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // The fields' names and values, as offsets: `parsed` borrows `buf`, which is split below.
-    let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for f in parsed.headers.iter() {
-        let name = http::HeaderName::from_bytes(f.name.as_bytes())
-            .or_err(InvalidHTTPHeader, "invalid field name")?;
-        let start = f.value.as_ptr() as usize - base;
-        fields.push((name, start, f.value.len()));
-    }
+    let fields = wire::field_offsets(buf.as_ptr() as usize, parsed.headers)?;
     let head: Bytes = buf.split_to(len).freeze();
-    resp.headers.reserve(fields.len());
-    for (name, start, len) in fields {
-        let value = pingora_http::header_value_from_raw(head.slice(start..start + len));
-        resp.headers.append(name, value);
-    }
+    wire::append_fields(&mut resp.headers, &head, fields);
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must then go.
     if resp.headers.contains_key(header::TRANSFER_ENCODING) {
         resp.headers.remove(header::CONTENT_LENGTH);

@@ -18,6 +18,7 @@
 //! - [`sanitize`]: what pingora-proxy does to a request before it goes upstream (hop-by-hop
 //!   fields, `Connection` nominations, WebSocket upgrades, framing), ported.
 //! - [`upstream`]: upstream connections and the per-worker idle pool.
+//! - [`wire`]: what both sessions do with a connection's bytes (reading heads, writing pieces).
 
 mod body;
 mod client;
@@ -26,6 +27,7 @@ mod framing;
 pub mod sanitize;
 mod session;
 pub mod upstream;
+mod wire;
 
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;

@@ -27,10 +27,11 @@ use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::protocols::{SocketDigest, Stream};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::body::{Decoded, Decoder, Encoder};
 use super::framing;
+use super::wire::{self, Head};
 use crate::limits;
 use crate::server::downstream::Downstream;
 
@@ -93,35 +94,31 @@ impl Session {
             // so a client pipelining many cannot starve the worker's other connections.
             tokio::task::consume_budget().await;
         }
-        loop {
-            if !self.buf.is_empty() {
-                if let Some(req) = parse_request(&mut self.buf)? {
-                    self.start(req)?;
-                    return Ok(true);
-                }
-                if self.buf.len() > limits::DOWNSTREAM_MAX_REQUEST_HEADER {
-                    return Error::e_explain(
-                        InvalidHTTPHeader,
-                        format!(
-                            "request header larger than {}",
-                            limits::DOWNSTREAM_MAX_REQUEST_HEADER
-                        ),
-                    );
-                }
+        let read = wire::read_head(
+            &mut self.io,
+            &mut self.buf,
+            limits::DOWNSTREAM_READ_BUFFER,
+            limits::DOWNSTREAM_MAX_REQUEST_HEADER,
+            "request",
+            parse_request,
+        );
+        match read.await? {
+            Head::Parsed(req) => {
+                self.start(req)?;
+                Ok(true)
             }
-            let already_read = self.buf.len();
-            match fill(&mut self.io, &mut self.buf).await {
-                Ok(0) | Err(_) if already_read == 0 => return Ok(false),
-                Ok(0) => {
-                    return Error::e_explain(
-                        ConnectionClosed,
-                        format!(
-                            "while reading request headers, bytes already read: {already_read}"
-                        ),
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => return Error::e_because(ReadError, "while reading request headers", e),
+            Head::Ended {
+                already_read: 0, ..
+            } => Ok(false),
+            Head::Ended {
+                already_read,
+                error: None,
+            } => Error::e_explain(
+                ConnectionClosed,
+                format!("while reading request headers, bytes already read: {already_read}"),
+            ),
+            Head::Ended { error: Some(e), .. } => {
+                Error::e_because(ReadError, "while reading request headers", e)
             }
         }
     }
@@ -185,7 +182,7 @@ impl Session {
                 }
                 Decoded::End => return Ok(None),
                 Decoded::NeedMore => {
-                    let n = fill(&mut self.io, &mut self.buf)
+                    let n = wire::fill(&mut self.io, &mut self.buf, limits::DOWNSTREAM_READ_BUFFER)
                         .await
                         .or_err(ReadError, "while reading the request body")?;
                     if n == 0 {
@@ -305,12 +302,7 @@ impl Session {
         if framed.len == 0 {
             return Ok(());
         }
-        for piece in framed.wire {
-            self.io
-                .write_all(piece)
-                .await
-                .or_err(WriteError, "while writing body")?;
-        }
+        wire::write_pieces(&mut self.io, &framed.wire, "while writing body").await?;
         self.body_sent += framed.len;
         match self.writer {
             Encoder::Length(left) if left > 0 => Ok(()),
@@ -436,14 +428,6 @@ fn inet(addr: Option<&PingoraAddr>) -> Option<SocketAddr> {
     addr?.as_inet().copied()
 }
 
-/// Reads what the connection has into `buf`, growing it by up to
-/// [`limits::DOWNSTREAM_READ_BUFFER`].
-async fn fill(io: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
-    buf.reserve(limits::DOWNSTREAM_READ_BUFFER);
-    io.read_buf(buf).await
-}
-
 /// Parses a request header at the start of `buf`, and removes it from there; `None` if it is not
 /// complete yet. Field values point into the buffer's memory (no copy). A request line with
 /// bytes httparse refuses in its target (spaces, quotes) is taken with them percent-encoded, as
@@ -479,32 +463,16 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHeader>> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    // The fields' names and values, as offsets: `parsed` borrows `buf`, which is split below.
     let base = buf.as_ptr() as usize;
-    let path = offsets(base, parsed.path.expect("complete").as_bytes());
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for f in parsed.headers.iter() {
-        let name = http::HeaderName::from_bytes(f.name.as_bytes())
-            .or_err(InvalidHTTPHeader, "invalid field name")?;
-        fields.push((name, offsets(base, f.value)));
-    }
+    let path = wire::offsets(base, parsed.path.expect("complete").as_bytes());
+    let fields = wire::field_offsets(base, parsed.headers)?;
     let head: Bytes = buf.split_to(len).freeze();
-    parts.headers.reserve(fields.len());
-    for (name, value) in fields {
-        let value = pingora_http::header_value_from_raw(head.slice(value));
-        parts.headers.append(name, value);
-    }
+    wire::append_fields(&mut parts.headers, &head, fields);
     // No map of field-name case: pingora-core writes well-known names capitalized, the rest in
     // lower case (see `sanitize::without_case`).
     let mut req = RequestHeader::from(parts);
     req.set_raw_path(&head[path])?;
     Ok(Some(req))
-}
-
-/// Where `piece`, a slice of the buffer at `base`, lies in it.
-fn offsets(base: usize, piece: &[u8]) -> std::ops::Range<usize> {
-    let start = piece.as_ptr() as usize - base;
-    start..start + piece.len()
 }
 
 /// A copy of `buf` with the request line's target percent-encoded where httparse refuses it;

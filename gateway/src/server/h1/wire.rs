@@ -1,0 +1,110 @@
+//! What both sides of the HTTP/1 engine (`session.rs` towards the client, `client.rs` towards
+//! the upstream) do with a connection's bytes: read them into the connection's buffer, wait there
+//! for a complete message head, turn httparse's fields into a header map whose values share that
+//! buffer, and write a framed piece of body.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName};
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Reads what the connection has into `buf`, growing it by up to `reserve` bytes.
+pub async fn fill(io: &mut Stream, buf: &mut BytesMut, reserve: usize) -> std::io::Result<usize> {
+    // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
+    buf.reserve(reserve);
+    io.read_buf(buf).await
+}
+
+/// How waiting for a message head ended.
+pub enum Head<T> {
+    Parsed(T),
+    /// The connection ended (`error: None`) or failed before a complete head, `already_read`
+    /// bytes into it: each side decides what that means.
+    Ended {
+        already_read: usize,
+        error: Option<std::io::Error>,
+    },
+}
+
+/// Reads into `buf` (by up to `reserve` bytes at a time) until `parse` finds a complete head at
+/// its start. A partial head past `max` bytes is refused; `what` (`request`, `response`) names it.
+pub async fn read_head<T>(
+    io: &mut Stream,
+    buf: &mut BytesMut,
+    reserve: usize,
+    max: usize,
+    what: &str,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<T>>,
+) -> Result<Head<T>> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = parse(buf)? {
+                return Ok(Head::Parsed(head));
+            }
+            if buf.len() > max {
+                return Error::e_explain(
+                    InvalidHTTPHeader,
+                    format!("{what} header larger than {max}"),
+                );
+            }
+        }
+        let already_read = buf.len();
+        match fill(io, buf, reserve).await {
+            Ok(0) => {
+                return Ok(Head::Ended {
+                    already_read,
+                    error: None,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Ok(Head::Ended {
+                    already_read,
+                    error: Some(e),
+                });
+            }
+        }
+    }
+}
+
+/// Where `piece`, a slice of the buffer starting at address `base`, lies in it.
+pub fn offsets(base: usize, piece: &[u8]) -> Range<usize> {
+    let start = piece.as_ptr() as usize - base;
+    start..start + piece.len()
+}
+
+/// The names of httparse's `fields` and where their values lie in the buffer at `base`: offsets,
+/// because the fields borrow that buffer, which the caller splits next.
+pub fn field_offsets(
+    base: usize,
+    fields: &[httparse::Header<'_>],
+) -> Result<Vec<(HeaderName, Range<usize>)>> {
+    fields
+        .iter()
+        .map(|f| {
+            let name = HeaderName::from_bytes(f.name.as_bytes())
+                .or_err(InvalidHTTPHeader, "invalid field name")?;
+            Ok((name, offsets(base, f.value)))
+        })
+        .collect()
+}
+
+/// Appends `fields` (from [`field_offsets`]) to `map`, their values slices of `head` (no copy),
+/// normalized as pingora-core normalizes a value read off the wire.
+pub fn append_fields(map: &mut HeaderMap, head: &Bytes, fields: Vec<(HeaderName, Range<usize>)>) {
+    map.reserve(fields.len());
+    for (name, value) in fields {
+        map.append(name, pingora_http::header_value_from_raw(head.slice(value)));
+    }
+}
+
+/// Writes a framed piece of body (`Encoder::frame`'s slices) in order, unflushed.
+pub async fn write_pieces(io: &mut Stream, pieces: &[&[u8]], doing: &'static str) -> Result<()> {
+    for piece in pieces {
+        io.write_all(piece).await.or_err(WriteError, doing)?;
+    }
+    Ok(())
+}
