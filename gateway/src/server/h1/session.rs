@@ -235,27 +235,25 @@ impl Session {
             if self.writer == Encoder::UntilClose {
                 self.keepalive = false;
             }
-            if !status.is_informational() {
-                resp.insert_header(header::DATE, get_cached_date())?;
-                let connection = if self.keepalive {
-                    HeaderValue::from_static("keep-alive")
-                } else {
-                    HeaderValue::from_static("close")
-                };
-                resp.insert_header(header::CONNECTION, connection)?;
-            }
+        }
+        if !status.is_informational() {
+            resp.insert_header(header::DATE, get_cached_date())?;
+            let connection = if self.keepalive {
+                HeaderValue::from_static("keep-alive")
+            } else {
+                HeaderValue::from_static("close")
+            };
+            resp.insert_header(header::CONNECTION, connection)?;
         }
         response_head(&resp, &mut self.head)?;
         self.io
             .write_all(&self.head)
             .await
             .or_err(WriteError, "writing response header")?;
-        // A response with a length leaves with its body (it is less likely to be real-time);
-        // the others, and informational ones, the client should see now.
-        if status.is_informational()
-            || !resp.headers.contains_key(header::CONTENT_LENGTH)
-            || matches!(self.writer, Encoder::Length(0) | Encoder::Done)
-        {
+        // A body with a length leaves with the header (it is less likely to be real-time); an
+        // informational header, a chunked or close-delimited body's, or one with no body, the
+        // client should see now.
+        if info || !matches!(self.writer, Encoder::Length(left) if left > 0) {
             self.flush().await?;
         }
         self.response = Some(*resp);
@@ -343,7 +341,10 @@ impl Session {
     /// request body, if any, was read and dropped (`finish`, then `reuse`). Otherwise the
     /// connection is shut down.
     pub async fn finish(&mut self) -> Result<bool> {
-        self.finish_body().await?;
+        // A response body already ended was flushed then (`Encoder::Done`): not twice.
+        if self.writer != Encoder::Done {
+            self.finish_body().await?;
+        }
         if !self.keepalive {
             self.shutdown().await;
             return Ok(false);
