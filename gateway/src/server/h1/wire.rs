@@ -82,14 +82,14 @@ pub fn field_offsets(
     base: usize,
     fields: &[httparse::Header<'_>],
 ) -> Result<Vec<(HeaderName, Range<usize>)>> {
-    fields
-        .iter()
-        .map(|f| {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .or_err(InvalidHTTPHeader, "invalid field name")?;
-            Ok((name, offsets(base, f.value)))
-        })
-        .collect()
+    // Sized up front: collecting a `Result` iterator would grow the vector from empty.
+    let mut named = Vec::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .or_err(InvalidHTTPHeader, "invalid field name")?;
+        named.push((name, offsets(base, f.value)));
+    }
+    Ok(named)
 }
 
 /// Appends `fields` (from [`field_offsets`]) to `map`, their values slices of `head` (no copy),
