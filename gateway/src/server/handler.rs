@@ -255,6 +255,14 @@ impl Gateway {
     }
 
     /// The route's rewrites and header filters on the request that goes upstream.
+    /// Whether [`upstream_request`](Self::upstream_request) would change the request: the
+    /// route rewrites it or edits its headers.
+    pub fn edits_upstream_request(&self, ctx: &RequestCtx) -> bool {
+        ctx.rule.as_ref().is_some_and(|rule| {
+            rule.filters.rewrite.is_some() || !rule.filters.request_headers.is_empty()
+        })
+    }
+
     pub fn upstream_request(&self, upstream: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
         let Some(rule) = &ctx.rule else { return Ok(()) };
         if let Some(rw) = &rule.filters.rewrite {

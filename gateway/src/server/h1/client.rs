@@ -53,13 +53,53 @@ pub struct Upstream {
     response_keeps_alive: bool,
 }
 
+/// A request header as it goes on the wire, with what the session needs to know of it.
+#[derive(Debug, PartialEq)]
+pub struct RequestHead {
+    pub wire: Vec<u8>,
+    /// How its body is framed.
+    pub writer: Encoder,
+    pub sent: Sent,
+}
+
+impl RequestHead {
+    /// `req` on the wire ([`request_head`]), its body framed as its fields say: requests are never
+    /// close-delimited, so without `Transfer-Encoding: chunked` or a valid `Content-Length` the
+    /// body is empty (RFC 9112 §6.3).
+    pub fn of(req: &RequestHeader) -> Result<Self> {
+        let writer = if framing::is_chunked(&req.headers) {
+            Encoder::Chunked
+        } else {
+            Encoder::Length(request_body_length(&req.headers))
+        };
+        Ok(Self {
+            wire: request_head(req)?,
+            writer,
+            sent: Sent {
+                head: req.method == http::Method::HEAD,
+                upgrade: req.version == Version::HTTP_11
+                    && req.headers.contains_key(header::UPGRADE),
+                close: framing::connection_keepalive(&req.headers) == Some(false),
+            },
+        })
+    }
+}
+
+/// The length of a request body that is not chunked: its `Content-Length`, or none.
+pub fn request_body_length(headers: &http::HeaderMap) -> u64 {
+    match framing::content_length(headers) {
+        Ok(Some(n)) => n as u64,
+        _ => 0,
+    }
+}
+
 /// What the response's framing and the connection's reuse depend on in the request written.
-#[derive(Default)]
-struct Sent {
-    head: bool,
-    upgrade: bool,
+#[derive(Debug, Default, PartialEq)]
+pub struct Sent {
+    pub head: bool,
+    pub upgrade: bool,
     /// The request said `Connection: close`.
-    close: bool,
+    pub close: bool,
 }
 
 impl Upstream {
@@ -81,30 +121,22 @@ impl Upstream {
         }
     }
 
+    /// Writes a request header (tests build it; the exchange writes a [`RequestHead`]).
+    #[cfg(test)]
+    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
+        self.write_head(RequestHead::of(&req)?).await
+    }
+
     /// Writes the request header (buffered: it leaves with the body or [`finish_body`]).
     ///
     /// [`finish_body`]: Self::finish_body
-    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<()> {
-        // Requests are never close-delimited: without `Transfer-Encoding: chunked` or a valid
-        // `Content-Length` the body is empty (RFC 9112 §6.3).
-        self.writer = if framing::is_chunked(&req.headers) {
-            Encoder::Chunked
-        } else {
-            match framing::content_length(&req.headers) {
-                Ok(Some(n)) => Encoder::Length(n as u64),
-                _ => Encoder::Length(0),
-            }
-        };
-        self.request = Sent {
-            head: req.method == http::Method::HEAD,
-            upgrade: req.version == Version::HTTP_11 && req.headers.contains_key(header::UPGRADE),
-            close: framing::connection_keepalive(&req.headers) == Some(false),
-        };
-        let wire = request_head(&req)?;
+    pub async fn write_head(&mut self, head: RequestHead) -> Result<()> {
+        self.writer = head.writer;
+        self.request = head.sent;
         let t = self.io_timeout;
         bounded(t, WriteTimedout, "writing the request header", async {
             self.io
-                .write_all(&wire)
+                .write_all(&head.wire)
                 .await
                 .or_err(WriteError, "while writing the request header")
         })
@@ -299,7 +331,18 @@ fn is_upgrade_resp(resp: &ResponseHeader) -> bool {
 /// The request line and fields as they go on the wire: well-known names capitalized, the others
 /// as the `http` map keeps them (lowercase), as pingora-core writes a header without its case map.
 pub(super) fn request_head(req: &RequestHeader) -> Result<Vec<u8>> {
-    let path = req.raw_path();
+    let mut wire = request_line(&req.method, req.raw_path(), req.version)?;
+    req.header_to_h1_wire(&mut wire);
+    wire.extend_from_slice(b"\r\n");
+    Ok(wire)
+}
+
+/// A request line, in a buffer with room for the fields that follow.
+pub(super) fn request_line(
+    method: &http::Method,
+    path: &[u8],
+    version: Version,
+) -> Result<Vec<u8>> {
     // RFC 9112 §3.2: no NUL, LF, CR or SP in the request target.
     if path.iter().any(|&b| matches!(b, 0 | b'\n' | b'\r' | b' ')) {
         return Error::e_explain(
@@ -307,20 +350,18 @@ pub(super) fn request_head(req: &RequestHeader) -> Result<Vec<u8>> {
             "request target contains forbidden delimiter bytes",
         );
     }
-    let version: &[u8] = match req.version {
+    let version: &[u8] = match version {
         Version::HTTP_10 => b"HTTP/1.0",
         Version::HTTP_11 => b"HTTP/1.1",
         Version::HTTP_09 => b"HTTP/0.9",
         v => return Error::e_explain(InvalidHTTPHeader, format!("cannot send {v:?} as HTTP/1")),
     };
     let mut wire = Vec::with_capacity(512);
-    wire.extend_from_slice(req.method.as_str().as_bytes());
+    wire.extend_from_slice(method.as_str().as_bytes());
     wire.push(b' ');
     wire.extend_from_slice(path);
     wire.push(b' ');
     wire.extend_from_slice(version);
-    wire.extend_from_slice(b"\r\n");
-    req.header_to_h1_wire(&mut wire);
     wire.extend_from_slice(b"\r\n");
     Ok(wire)
 }

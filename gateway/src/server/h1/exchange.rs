@@ -15,7 +15,7 @@ use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::RequestHeader;
 
-use super::client::Upstream;
+use super::client::{RequestHead, Upstream};
 use super::session::Session;
 use super::{sanitize, upstream};
 use crate::server::downstream::Downstream;
@@ -107,14 +107,25 @@ async fn send_request(
     ctx: &mut RequestCtx,
     has_body: bool,
 ) -> Result<bool> {
-    let mut req = sanitize::before_filter(ds.req_header())?;
-    if has_body && is_expect_continue_req(ds.req_header()) {
-        // The gateway answers `Expect: 100-continue` itself (see `forward_request_body`).
-        req.remove_header(&http::header::EXPECT);
-    }
-    gw.upstream_request(&mut req, ctx)?;
-    sanitize::after_filter(&mut req, ds.req_header(), has_body)?;
-    us.write_request_header(req).await?;
+    // The gateway answers `Expect: 100-continue` itself (see `forward_request_body`).
+    let drop_expect = has_body && is_expect_continue_req(ds.req_header());
+    let direct = match gw.edits_upstream_request(ctx) {
+        false => sanitize::direct_head(ds.req_header(), has_body, drop_expect)?,
+        true => None,
+    };
+    let head = match direct {
+        Some(head) => head,
+        None => {
+            let mut req = sanitize::before_filter(ds.req_header())?;
+            if drop_expect {
+                req.remove_header(&http::header::EXPECT);
+            }
+            gw.upstream_request(&mut req, ctx)?;
+            sanitize::after_filter(&mut req, ds.req_header(), has_body)?;
+            RequestHead::of(&req)?
+        }
+    };
+    us.write_head(head).await?;
     if has_body && let Err(e) = forward_request_body(gw, ds, us, ctx).await {
         if *e.esource() != ErrorSource::Upstream {
             return Err(e);

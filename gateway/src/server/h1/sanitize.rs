@@ -23,7 +23,10 @@ use pingora_core::protocols::http::authority::{
 };
 use pingora_core::protocols::http::v1::common::is_upgrade_req;
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{HeaderNameVariant, RequestHeader, ResponseHeader};
+
+use super::body::Encoder;
+use super::client::{RequestHead, Sent, request_body_length, request_line};
 
 /// pingora's own bound on `Connection` tokens (proxy_common.rs:21), not one of our tunables:
 /// the 10th token fails the request, so changing it would change which requests get a 400.
@@ -89,6 +92,83 @@ pub fn after_filter(
     }
     validate_request_authority(req).map_err(Error::into_in)?;
     finalize_framing(req, downstream_has_body)
+}
+
+/// The upstream request header written straight from the downstream one, for a request no
+/// gateway filter edits: what [`before_filter`], then [`after_filter`] and `request_head` would
+/// send, without the copy of the header they edit (a copy, its hop-by-hop removals and its drop
+/// were a tenth of the gateway's instructions per request). `drop_expect`: leave `Expect` out
+/// (the gateway answers `100-continue` itself).
+///
+/// `None` when the request needs the general path: a target with an authority, which
+/// [`after_filter`] reconciles with `Host`; a WebSocket upgrade, whose handshake is rewritten;
+/// or a header keeping its names' case. Fields keep their order (the general path's removals
+/// move the last field into the gap); each name's values keep theirs, and names are written
+/// as there, well-known ones capitalized.
+///
+/// # Errors
+///
+/// As [`before_filter`] for a bad `Connection` header, and as [`after_filter`] for a `Host` that
+/// is not a valid single authority (which only a plugin's edit can produce).
+pub fn direct_head(
+    downstream: &RequestHeader,
+    has_body: bool,
+    drop_expect: bool,
+) -> Result<Option<RequestHead>> {
+    if downstream.uri.authority().is_some()
+        || !matches!(
+            raw_target_authority(downstream.raw_path()),
+            RawTargetAuthority::None
+        )
+        || is_websocket_upgrade(downstream)
+        || downstream.has_case()
+    {
+        return Ok(None);
+    }
+    let nominated = ConnectionNominations::parse(downstream).map_err(Error::into_down)?;
+    // An origin-form target leaves `after_filter` only this check of `Host` (`Host` is neither
+    // added nor replaced without an authority to take it from).
+    validate_request_authority(downstream).map_err(Error::into_in)?;
+    let mut wire = request_line(&downstream.method, downstream.raw_path(), Version::HTTP_11)?;
+    let mut has_length = false;
+    downstream.map(|name, value| {
+        let name = match name {
+            HeaderNameVariant::Titled(name) => name.as_bytes(),
+            HeaderNameVariant::Case(name) => name.as_slice(),
+        };
+        if is_hop_by_hop(name)
+            || nominated.nominates(name)
+            || (drop_expect && name.eq_ignore_ascii_case(b"expect"))
+        {
+            return Ok(());
+        }
+        has_length |= name.eq_ignore_ascii_case(b"content-length");
+        wire.extend_from_slice(name);
+        wire.extend_from_slice(b": ");
+        wire.extend_from_slice(value.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+        Ok(())
+    })?;
+    // `finalize_framing`: the downstream's `Transfer-Encoding` was left out as hop-by-hop.
+    let writer = if has_body && !has_length {
+        wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        Encoder::Chunked
+    } else if has_length {
+        Encoder::Length(request_body_length(&downstream.headers))
+    } else {
+        Encoder::Length(0)
+    };
+    wire.extend_from_slice(b"\r\n");
+    Ok(Some(RequestHead {
+        wire,
+        writer,
+        sent: Sent {
+            head: downstream.method == Method::HEAD,
+            // `Upgrade` and `Connection` are hop-by-hop: neither is sent.
+            upgrade: false,
+            close: false,
+        },
+    }))
 }
 
 /// Prepares an upstream response header for the downstream. Call it on every header the
@@ -180,30 +260,39 @@ fn sanitize(req: &mut RequestHeader, websocket: bool) -> Result<()> {
     Ok(())
 }
 
+/// The standard hop-by-hop fields, lower case (`strip_standard_hop_by_hop_headers`,
+/// proxy_common.rs:178).
+const HOP_BY_HOP: [&str; 10] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    HTTP2_SETTINGS,
+];
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.len() == name.len() && h.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// `strip_standard_hop_by_hop_headers` (proxy_common.rs:178).
 fn strip_hop_by_hop(req: &mut RequestHeader) {
     // One pass finds the ones present: removing a name costs two hashed lookups (the header map
     // and pingora's case map) even when it is absent, and most requests carry one of the ten at
     // most (`Connection`).
     let mut present = [false; 10];
-    let hop_by_hop: [&str; 10] = [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        header::PROXY_AUTHENTICATE.as_str(),
-        header::PROXY_AUTHORIZATION.as_str(),
-        header::TE.as_str(),
-        header::TRAILER.as_str(),
-        header::TRANSFER_ENCODING.as_str(),
-        header::CONNECTION.as_str(),
-        header::UPGRADE.as_str(),
-        HTTP2_SETTINGS,
-    ];
     for name in req.headers.keys() {
-        if let Some(i) = hop_by_hop.iter().position(|h| name.as_str() == *h) {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| name.as_str() == *h) {
             present[i] = true;
         }
     }
-    for (name, _) in hop_by_hop.iter().zip(present).filter(|(_, p)| *p) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         req.remove_header(*name);
     }
 }
@@ -268,6 +357,14 @@ impl ConnectionNominations {
             len += 1;
         }
         Ok(Self { names, len })
+    }
+
+    /// Whether `name` (in any case) is nominated.
+    fn nominates(&self, name: &[u8]) -> bool {
+        self.names[..self.len]
+            .iter()
+            .flatten()
+            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
     }
 
     fn remove_from(self, req: &mut RequestHeader) {
@@ -1046,3 +1143,6 @@ mod tests {
         assert_eq!(body, "2\r\nhi\r\n0\r\n\r\n");
     }
 }
+
+#[cfg(test)]
+mod direct_tests;
