@@ -23,10 +23,11 @@ use pingora_core::protocols::http::authority::{
 };
 use pingora_core::protocols::http::v1::common::is_upgrade_req;
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, OrErr, Result};
-use pingora_http::{HeaderNameVariant, RequestHeader, ResponseHeader};
+use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::body::Encoder;
 use super::client::{RequestHead, Sent, request_body_length, request_line};
+use super::wire;
 
 /// pingora's own bound on `Connection` tokens (proxy_common.rs:21), not one of our tunables:
 /// the 10th token fails the request, so changing it would change which requests get a 400.
@@ -129,13 +130,10 @@ pub fn direct_head(
     // An origin-form target leaves `after_filter` only this check of `Host` (`Host` is neither
     // added nor replaced without an authority to take it from).
     validate_request_authority(downstream).map_err(Error::into_in)?;
-    let mut wire = request_line(&downstream.method, downstream.raw_path(), Version::HTTP_11)?;
+    let mut head = request_line(&downstream.method, downstream.raw_path(), Version::HTTP_11)?;
     let mut has_length = false;
     downstream.map(|name, value| {
-        let name = match name {
-            HeaderNameVariant::Titled(name) => name.as_bytes(),
-            HeaderNameVariant::Case(name) => name.as_slice(),
-        };
+        let name = wire::name_bytes(&name);
         if is_hop_by_hop(name)
             || nominated.nominates(name)
             || (drop_expect && name.eq_ignore_ascii_case(b"expect"))
@@ -143,24 +141,21 @@ pub fn direct_head(
             return Ok(());
         }
         has_length |= name.eq_ignore_ascii_case(b"content-length");
-        wire.extend_from_slice(name);
-        wire.extend_from_slice(b": ");
-        wire.extend_from_slice(value.as_bytes());
-        wire.extend_from_slice(b"\r\n");
+        wire::put_field(&mut head, name, value.as_bytes());
         Ok(())
     })?;
     // `finalize_framing`: the downstream's `Transfer-Encoding` was left out as hop-by-hop.
     let writer = if has_body && !has_length {
-        wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         Encoder::Chunked
     } else if has_length {
         Encoder::Length(request_body_length(&downstream.headers))
     } else {
         Encoder::Length(0)
     };
-    wire.extend_from_slice(b"\r\n");
+    head.extend_from_slice(b"\r\n");
     Ok(Some(RequestHead {
-        wire,
+        wire: head,
         writer,
         sent: Sent {
             head: downstream.method == Method::HEAD,

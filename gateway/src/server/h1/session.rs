@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, StatusCode, Version, header};
+use http::{Method, StatusCode, Version, header};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::http::{ServerSession, authority};
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -205,7 +205,7 @@ impl Session {
     /// Writes a response header: an informational one (1xx but 101), which may come more than
     /// once, or the final one. Adds `Date` and `Connection` to the final one, and decides the
     /// body's framing from its fields (`prepare_response_header`, `init_body_writer`).
-    pub async fn write_response_header(&mut self, mut resp: Box<ResponseHeader>) -> Result<()> {
+    pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
         if let Some(sent) = &self.response
             && (!sent.status.is_informational() || self.upgraded)
         {
@@ -236,16 +236,15 @@ impl Session {
                 self.keepalive = false;
             }
         }
-        if !status.is_informational() {
-            resp.insert_header(header::DATE, get_cached_date())?;
-            let connection = if self.keepalive {
-                HeaderValue::from_static("keep-alive")
-            } else {
-                HeaderValue::from_static("close")
-            };
-            resp.insert_header(header::CONNECTION, connection)?;
-        }
-        response_head(&resp, &mut self.head)?;
+        // A final header gets the gateway's `Date` and `Connection` in place of any it has.
+        let connection: &[u8] = if self.keepalive {
+            b"keep-alive"
+        } else {
+            b"close"
+        };
+        let date = (!status.is_informational()).then(get_cached_date);
+        let ours = date.as_ref().map(|date| (date.as_bytes(), connection));
+        response_head(&resp, ours, &mut self.head)?;
         self.io
             .write_all(&self.head)
             .await
@@ -500,7 +499,11 @@ fn escape_illegal_request_line(buf: &[u8]) -> Option<BytesMut> {
 
 /// The status line and fields of `resp` as they go on the wire, into `out` (pingora-core's
 /// `http_resp_header_to_buf`: well-known names capitalized, the others as the map keeps them).
-fn response_head(resp: &ResponseHeader, out: &mut Vec<u8>) -> Result<()> {
+fn response_head(
+    resp: &ResponseHeader,
+    date_and_connection: Option<(&[u8], &[u8])>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let version: &[u8] = match resp.version {
         Version::HTTP_10 => b"HTTP/1.0 ",
         Version::HTTP_11 => b"HTTP/1.1 ",
@@ -520,7 +523,23 @@ fn response_head(resp: &ResponseHeader, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(reason.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    resp.header_to_h1_wire(out);
+    // Written here rather than set in the map: two hashed inserts per response, for fields
+    // nothing reads back.
+    let replaced = date_and_connection.is_some();
+    resp.map(|name, value| {
+        let name = wire::name_bytes(&name);
+        if replaced
+            && (name.eq_ignore_ascii_case(b"date") || name.eq_ignore_ascii_case(b"connection"))
+        {
+            return Ok(());
+        }
+        wire::put_field(out, name, value.as_bytes());
+        Ok(())
+    })?;
+    if let Some((date, connection)) = date_and_connection {
+        wire::put_field(out, b"Date", date);
+        wire::put_field(out, b"Connection", connection);
+    }
     out.extend_from_slice(b"\r\n");
     Ok(())
 }

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName};
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
+use pingora_http::HeaderNameVariant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Reads what the connection has into `buf`, growing it by up to `reserve` bytes.
@@ -107,4 +108,21 @@ pub async fn write_pieces(io: &mut Stream, pieces: &[&[u8]], doing: &'static str
         io.write_all(piece).await.or_err(WriteError, doing)?;
     }
     Ok(())
+}
+
+/// The bytes of a field name as pingora gives it to write (`RequestHeader::map`): well-known
+/// names capitalized, the rest as the map keeps them, or as they came when the case was kept.
+pub fn name_bytes<'a>(name: &HeaderNameVariant<'a>) -> &'a [u8] {
+    match name {
+        HeaderNameVariant::Titled(name) => name.as_bytes(),
+        HeaderNameVariant::Case(name) => name.as_slice(),
+    }
+}
+
+/// Writes `name: value` and its line end.
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
