@@ -121,15 +121,14 @@ pub fn direct_head(
             raw_target_authority(downstream.raw_path()),
             RawTargetAuthority::None
         )
+        || downstream.method == Method::CONNECT
         || is_websocket_upgrade(downstream)
         || downstream.has_case()
     {
         return Ok(None);
     }
     let nominated = ConnectionNominations::parse(downstream).map_err(Error::into_down)?;
-    // An origin-form target leaves `after_filter` only this check of `Host` (`Host` is neither
-    // added nor replaced without an authority to take it from).
-    validate_request_authority(downstream).map_err(Error::into_in)?;
+    single_plain_host(downstream).map_err(Error::into_in)?;
     let mut head = request_line(&downstream.method, downstream.raw_path(), Version::HTTP_11)?;
     let mut has_length = false;
     downstream.map(|name, value| {
@@ -164,6 +163,22 @@ pub fn direct_head(
             close: false,
         },
     }))
+}
+
+/// What `after_filter` checks of an origin-form request's `Host` (neither added nor replaced
+/// without an authority to take it from): pingora-core's `validate_request_authority` comes down
+/// to this when the target has no authority and the method is not CONNECT. The session checked
+/// it when the request came; a plugin may have edited `Host` since.
+fn single_plain_host(req: &RequestHeader) -> Result<()> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Error::e_explain(InvalidHTTPHeader, "multiple Host header fields");
+    }
+    if host.is_some_and(|host| host.as_bytes().contains(&b'@')) {
+        return Error::e_explain(InvalidHTTPHeader, "userinfo in Host header");
+    }
+    Ok(())
 }
 
 /// Prepares an upstream response header for the downstream. Call it on every header the
@@ -244,7 +259,14 @@ pub fn is_websocket_upgrade(downstream: &RequestHeader) -> bool {
 /// fields the downstream's `Connection` nominates, then the standard hop-by-hop fields, then
 /// put back a normalized WebSocket handshake.
 fn sanitize(req: &mut RequestHeader, websocket: bool) -> Result<()> {
-    ConnectionNominations::parse(req)?.remove_from(req);
+    let nominated: [Option<HeaderName>; MAX_CONNECTION_NOMINATIONS] = {
+        let nominations = ConnectionNominations::parse(req)?;
+        let mut names = nominations.names();
+        std::array::from_fn(|_| names.next())
+    };
+    for name in nominated.iter().flatten() {
+        req.remove_header(name);
+    }
     // pingora's WebSocketOnly arm removes Connection, Upgrade and HTTP2-Settings once more;
     // the hop-by-hop strip has already removed all three.
     strip_hop_by_hop(req);
@@ -292,17 +314,20 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     }
 }
 
-/// The fields a `Connection` header nominates, in a fixed array so the common request pays no
-/// allocation. `ConnectionNominations` (proxy_common.rs:89-176) with malformed tokens rejected.
-struct ConnectionNominations {
-    names: [Option<HeaderName>; MAX_CONNECTION_NOMINATIONS],
+/// The fields a `Connection` header nominates, borrowed from its values in a fixed array, so
+/// the common request pays neither an allocation nor a `HeaderName` per token.
+/// `ConnectionNominations` (proxy_common.rs:89-176) with malformed tokens rejected.
+struct ConnectionNominations<'a> {
+    tokens: [&'a [u8]; MAX_CONNECTION_NOMINATIONS],
     len: usize,
 }
 
-impl ConnectionNominations {
-    fn parse(req: &RequestHeader) -> Result<Self> {
-        let mut names = std::array::from_fn(|_| None);
-        let mut len = 0;
+impl<'a> ConnectionNominations<'a> {
+    fn parse(req: &'a RequestHeader) -> Result<Self> {
+        let mut nominations = Self {
+            tokens: [&[]; MAX_CONNECTION_NOMINATIONS],
+            len: 0,
+        };
         let tokens = req
             .headers
             .get_all(header::CONNECTION)
@@ -326,46 +351,47 @@ impl ConnectionNominations {
             }
             // Checked here, not left to `HeaderName::from_bytes`, which accepts some non-token
             // bytes: `Connection: "X-Forwarded-For"` must not slip past the protected check.
-            if !token.iter().copied().all(is_tchar) {
+            // A name is at most `u16::MAX` bytes, as `HeaderName` takes it.
+            if !token.iter().copied().all(is_tchar) || token.len() > usize::from(u16::MAX) {
                 return Error::e_explain(
                     InvalidHTTPHeader,
                     "invalid token nominated by the Connection header",
                 );
             }
-            // `HeaderName` lowercases, so casing cannot evade the protected check below.
-            let Ok(name) = HeaderName::from_bytes(token) else {
-                return Error::e_explain(
-                    InvalidHTTPHeader,
-                    "invalid token nominated by the Connection header",
-                );
-            };
-            if matches!(
-                name.as_str(),
-                "host" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
-            ) {
+            // In any case, so casing cannot evade the protected check.
+            if [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+            ]
+            .iter()
+            .any(|protected| token.eq_ignore_ascii_case(protected.as_bytes()))
+            {
                 return Error::e_explain(
                     InvalidHTTPHeader,
                     "protected header cannot be nominated by the Connection header",
                 );
             }
-            names[len] = Some(name);
-            len += 1;
+            nominations.tokens[count] = token;
+            nominations.len += 1;
         }
-        Ok(Self { names, len })
+        Ok(nominations)
     }
 
     /// Whether `name` (in any case) is nominated.
     fn nominates(&self, name: &[u8]) -> bool {
-        self.names[..self.len]
+        self.tokens[..self.len]
             .iter()
-            .flatten()
-            .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+            .any(|token| token.eq_ignore_ascii_case(name))
     }
 
-    fn remove_from(self, req: &mut RequestHeader) {
-        for name in self.names.into_iter().take(self.len).flatten() {
-            req.remove_header(&name);
-        }
+    /// The nominated names, owned so that `req` can be edited: every token is a `tchar` run no
+    /// longer than a name may be, which `HeaderName` always takes.
+    fn names(&self) -> impl Iterator<Item = HeaderName> + use<'_> {
+        self.tokens[..self.len]
+            .iter()
+            .filter_map(|token| HeaderName::from_bytes(token).ok())
     }
 }
 
