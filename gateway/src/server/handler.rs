@@ -294,6 +294,16 @@ impl Gateway {
         Ok(())
     }
 
+    /// Whether [`response_headers`](Self::response_headers) reads or edits more of the
+    /// response than its framing: the route's response filters or a plugin do.
+    pub fn edits_response_headers(&self, ctx: &RequestCtx) -> bool {
+        ctx.has_plugins()
+            || ctx
+                .rule
+                .as_ref()
+                .is_some_and(|rule| !rule.filters.response_headers.is_empty())
+    }
+
     /// The route's response header filters, then the plugins' response-header callbacks, then
     /// the framing the downstream can take (see [`fit_framing`]).
     pub async fn response_headers<D: Downstream>(

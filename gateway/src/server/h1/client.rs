@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::body::{Decoded, Decoder, Encoder};
 use super::framing;
-use super::wire::{self, Head};
+use super::wire::{self, Head, PassedFields};
 use crate::limits;
 
 /// One request and its response on an upstream connection.
@@ -51,6 +51,9 @@ pub struct Upstream {
     /// The final response lets the connection be reused, by its status, version and `Connection`
     /// (decided when it is read: the proxy takes the header away).
     response_keeps_alive: bool,
+    /// Response fields may pass through beside the header's map (see [`PassedFields`]).
+    pass_fields: bool,
+    passed: Option<PassedFields>,
 }
 
 /// A request header as it goes on the wire, with what the session needs to know of it.
@@ -118,7 +121,23 @@ impl Upstream {
             upgrade_body_started: false,
             close_delimited: false,
             response_keeps_alive: false,
+            pass_fields: false,
+            passed: None,
         }
+    }
+
+    /// Nothing will read or edit the response's fields but those its framing depends on: the
+    /// others may pass through as they came ([`take_passed_fields`]) rather than into the
+    /// header's map. Not for an upgrade, whose `101` the proxy checks field by field.
+    ///
+    /// [`take_passed_fields`]: Self::take_passed_fields
+    pub fn pass_fields_through(&mut self) {
+        self.pass_fields = true;
+    }
+
+    /// The fields of the last response header read that are not in its map.
+    pub fn take_passed_fields(&mut self) -> Option<PassedFields> {
+        self.passed.take()
     }
 
     /// Writes a request header (tests build it; the exchange writes a [`RequestHead`]).
@@ -190,6 +209,7 @@ impl Upstream {
     /// after an informational one for the next.
     pub async fn read_response(&mut self) -> Result<()> {
         let t = self.io_timeout;
+        let pass = self.pass_fields && !self.request.upgrade;
         bounded(t, ReadTimedout, "reading the response header", async {
             let read = wire::read_head(
                 &mut self.io,
@@ -197,9 +217,9 @@ impl Upstream {
                 limits::UPSTREAM_READ_BUFFER,
                 limits::UPSTREAM_MAX_RESPONSE_HEADER,
                 "response",
-                parse_response,
+                |buf| parse_response(buf, pass),
             );
-            let (resp, length) = match read.await? {
+            let (resp, length, passed) = match read.await? {
                 Head::Parsed(parsed) => parsed,
                 Head::Ended {
                     already_read,
@@ -223,6 +243,7 @@ impl Upstream {
             self.reader = body_decoder(&resp, length, &self.request);
             self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
             self.response = Some(resp);
+            self.passed = passed;
             Ok(())
         })
         .await
@@ -368,8 +389,9 @@ pub(super) fn request_line(
 
 /// Parses a response header at the start of `buf`, and removes it from there; `None` if it is
 /// not complete yet. Field values point into the buffer's memory (no copy). With the header, its
-/// body's `Content-Length` (`None` when absent or overridden by `Transfer-Encoding`).
-fn parse_response(buf: &mut BytesMut) -> Result<Option<(ResponseHeader, Option<usize>)>> {
+/// body's `Content-Length` (`None` when absent or overridden by `Transfer-Encoding`), and, if
+/// `pass` and they can, the fields left out of its map.
+fn parse_response(buf: &mut BytesMut, pass: bool) -> Result<Option<ParsedResponse>> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() };
         limits::UPSTREAM_MAX_RESPONSE_FIELDS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -397,7 +419,12 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<(ResponseHeader, Option<u
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let fields = wire::field_offsets(buf.as_ptr() as usize, parsed.headers)?;
+    let base = buf.as_ptr() as usize;
+    let mut passed = (pass && wire::can_pass(parsed.headers)).then(Vec::new);
+    let fields = match passed.as_mut() {
+        Some(passed) => wire::split_field_offsets(base, parsed.headers, passed)?,
+        None => wire::field_offsets(base, parsed.headers)?,
+    };
     let head: Bytes = buf.split_to(len).freeze();
     wire::append_fields(&mut resp.headers, &head, fields);
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must then go.
@@ -407,8 +434,12 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<(ResponseHeader, Option<u
     let length = framing::body_length(&resp.headers)?;
     // The standard reason phrase, as Envoy answers, and no map of field-name case (pingora-core
     // writes well-known names capitalized, the rest lowercase).
-    Ok(Some((ResponseHeader::from(resp), length)))
+    let passed = passed.map(|spans| PassedFields::new(head, spans));
+    Ok(Some((ResponseHeader::from(resp), length, passed)))
 }
+
+/// A response header, its body's length, and the fields that passed beside its map.
+type ParsedResponse = (ResponseHeader, Option<usize>, Option<PassedFields>);
 
 /// `io` within `t`, as an upstream error either way (a timeout is `timed_out` while `doing`, as
 /// pingora-core's own).

@@ -70,6 +70,7 @@ async fn proxy(gw: &Gateway, ds: &mut Session, ctx: &mut RequestCtx) -> Result<b
     // Without pingora's map of header-name case (see `sanitize::without_case`), and with the
     // standard reason phrase, as Envoy answers.
     let mut resp = Box::new(us.take_resp_header().expect("read by send_request"));
+    let passed = us.take_passed_fields();
     let upgrade_req = us.is_upgrade_req();
     sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), upgrade_req)?;
     gw.response_headers(ds, &mut resp, ctx).await?;
@@ -79,7 +80,7 @@ async fn proxy(gw: &Gateway, ds: &mut Session, ctx: &mut RequestCtx) -> Result<b
         // The rest of the request body is still coming: the connection cannot carry another.
         ds.disable_keepalive();
     }
-    ds.write_response_header(resp)
+    ds.write_response_header_passing(resp, passed.as_ref())
         .await
         .map_err(Error::into_down)?;
     if upgrade {
@@ -126,6 +127,9 @@ async fn send_request(
         }
     };
     us.write_head(head).await?;
+    if !gw.edits_response_headers(ctx) {
+        us.pass_fields_through();
+    }
     if has_body && let Err(e) = forward_request_body(gw, ds, us, ctx).await {
         if *e.esource() != ErrorSource::Upstream {
             return Err(e);

@@ -29,6 +29,9 @@ mod session;
 pub mod upstream;
 mod wire;
 
+#[cfg(test)]
+mod pass_through_tests;
+
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;

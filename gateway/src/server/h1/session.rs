@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::body::{Decoded, Decoder, Encoder};
 use super::framing;
-use super::wire::{self, Head};
+use super::wire::{self, Head, PassedFields};
 use crate::limits;
 use crate::server::downstream::Downstream;
 
@@ -206,6 +206,16 @@ impl Session {
     /// once, or the final one. Adds `Date` and `Connection` to the final one, and decides the
     /// body's framing from its fields (`prepare_response_header`, `init_body_writer`).
     pub async fn write_response_header(&mut self, resp: Box<ResponseHeader>) -> Result<()> {
+        self.write_response_header_passing(resp, None).await
+    }
+
+    /// [`write_response_header`](Self::write_response_header) with fields that passed beside
+    /// the header's map (see [`PassedFields`]), written after the map's.
+    pub async fn write_response_header_passing(
+        &mut self,
+        resp: Box<ResponseHeader>,
+        passed: Option<&PassedFields>,
+    ) -> Result<()> {
         if let Some(sent) = &self.response
             && (!sent.status.is_informational() || self.upgraded)
         {
@@ -244,7 +254,7 @@ impl Session {
         };
         let date = (!status.is_informational()).then(get_cached_date);
         let ours = date.as_ref().map(|date| (date.as_bytes(), connection));
-        response_head(&resp, ours, &mut self.head)?;
+        response_head(&resp, passed, ours, &mut self.head)?;
         self.io
             .write_all(&self.head)
             .await
@@ -501,6 +511,7 @@ fn escape_illegal_request_line(buf: &[u8]) -> Option<BytesMut> {
 /// `http_resp_header_to_buf`: well-known names capitalized, the others as the map keeps them).
 fn response_head(
     resp: &ResponseHeader,
+    passed: Option<&PassedFields>,
     date_and_connection: Option<(&[u8], &[u8])>,
     out: &mut Vec<u8>,
 ) -> Result<()> {
@@ -525,17 +536,22 @@ fn response_head(
     out.extend_from_slice(b"\r\n");
     // Written here rather than set in the map: two hashed inserts per response, for fields
     // nothing reads back.
-    let replaced = date_and_connection.is_some();
+    let replaced = |name: &[u8]| {
+        date_and_connection.is_some()
+            && (name.eq_ignore_ascii_case(b"date") || name.eq_ignore_ascii_case(b"connection"))
+    };
     resp.map(|name, value| {
         let name = wire::name_bytes(&name);
-        if replaced
-            && (name.eq_ignore_ascii_case(b"date") || name.eq_ignore_ascii_case(b"connection"))
-        {
-            return Ok(());
+        if !replaced(name) {
+            wire::put_field(out, name, value.as_bytes());
         }
-        wire::put_field(out, name, value.as_bytes());
         Ok(())
     })?;
+    for (name, value) in passed.iter().flat_map(|passed| passed.iter()) {
+        if !replaced(name) {
+            wire::put_field(out, name, value);
+        }
+    }
     if let Some((date, connection)) = date_and_connection {
         wire::put_field(out, b"Date", date);
         wire::put_field(out, b"Connection", connection);

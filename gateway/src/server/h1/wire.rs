@@ -93,6 +93,69 @@ pub fn field_offsets(
     Ok(named)
 }
 
+/// Response fields that go to the client as they came, beside the header's map: a response that
+/// no filter or plugin reads or edits needs a map of only the fields its framing depends on
+/// (see [`is_framing_field`]). Building a map entry (a name parsed, a value normalized, a hashed
+/// insert) cost about 400 instructions per field; these are written from the read buffer.
+#[derive(Debug)]
+pub struct PassedFields {
+    head: Bytes,
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl PassedFields {
+    /// Names and values, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|(name, value)| (&self.head[name.clone()], &self.head[value.clone()]))
+    }
+}
+
+/// The fields a response's framing and the connection's reuse are decided by; the others can
+/// pass through as [`PassedFields`].
+pub fn is_framing_field(name: &[u8]) -> bool {
+    ["content-length", "transfer-encoding", "connection"]
+        .iter()
+        .any(|f| f.len() == name.len() && f.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether httparse's `fields` can be split into a map of the framing fields and
+/// [`PassedFields`]: not if a value needs pingora's normalization (a CR, LF or NUL, as in an
+/// obs-fold), which only the map applies, or if a name is longer than `http` takes one (the
+/// map refuses it).
+pub fn can_pass(fields: &[httparse::Header<'_>]) -> bool {
+    fields.iter().all(|f| {
+        f.name.len() <= usize::from(u16::MAX)
+            && !f.value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+    })
+}
+
+/// [`field_offsets`] of the framing fields only; the others' offsets go to `passed`.
+pub fn split_field_offsets(
+    base: usize,
+    fields: &[httparse::Header<'_>],
+    passed: &mut Vec<(Range<usize>, Range<usize>)>,
+) -> Result<Vec<(HeaderName, Range<usize>)>> {
+    let mut named = Vec::with_capacity(3);
+    for f in fields {
+        if is_framing_field(f.name.as_bytes()) {
+            let name = HeaderName::from_bytes(f.name.as_bytes())
+                .or_err(InvalidHTTPHeader, "invalid field name")?;
+            named.push((name, offsets(base, f.value)));
+        } else {
+            passed.push((offsets(base, f.name.as_bytes()), offsets(base, f.value)));
+        }
+    }
+    Ok(named)
+}
+
+impl PassedFields {
+    pub fn new(head: Bytes, spans: Vec<(Range<usize>, Range<usize>)>) -> Self {
+        Self { head, spans }
+    }
+}
+
 /// Appends `fields` (from [`field_offsets`]) to `map`, their values slices of `head` (no copy),
 /// normalized as pingora-core normalizes a value read off the wire.
 pub fn append_fields(map: &mut HeaderMap, head: &Bytes, fields: Vec<(HeaderName, Range<usize>)>) {
