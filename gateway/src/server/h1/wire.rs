@@ -104,6 +104,11 @@ pub struct PassedFields {
 }
 
 impl PassedFields {
+    /// The fields of `head` whose name and value lie at `spans` (from [`split_field_offsets`]).
+    pub fn new(head: Bytes, spans: Vec<(Range<usize>, Range<usize>)>) -> Self {
+        Self { head, spans }
+    }
+
     /// Names and values, in the order they came.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans
@@ -148,12 +153,6 @@ pub fn split_field_offsets(
         }
     }
     Ok(named)
-}
-
-impl PassedFields {
-    pub fn new(head: Bytes, spans: Vec<(Range<usize>, Range<usize>)>) -> Self {
-        Self { head, spans }
-    }
 }
 
 /// Appends `fields` (from [`field_offsets`]) to `map`, their values slices of `head` (no copy),
