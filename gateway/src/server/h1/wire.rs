@@ -126,14 +126,14 @@ pub fn is_framing_field(name: &[u8]) -> bool {
 }
 
 /// Whether httparse's `fields` can be split into a map of the framing fields and
-/// [`PassedFields`]: not if a value needs pingora's normalization (a CR, LF or NUL, as in an
-/// obs-fold), which only the map applies, or if a name is longer than `http` takes one (the
-/// map refuses it).
+/// [`PassedFields`]: not if a value needs pingora's normalization, which only the map applies,
+/// or if a name is longer than `http` takes one (the map refuses it). httparse refuses a NUL or
+/// a CR not followed by LF in a value, so only an obs-fold (CRLF then a space, which responses
+/// may have) needs normalizing, and it holds an LF.
 pub fn can_pass(fields: &[httparse::Header<'_>]) -> bool {
-    fields.iter().all(|f| {
-        f.name.len() <= usize::from(u16::MAX)
-            && !f.value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
-    })
+    fields
+        .iter()
+        .all(|f| f.name.len() <= usize::from(u16::MAX) && !f.value.contains(&b'\n'))
 }
 
 /// [`field_offsets`] of the framing fields only; the others' offsets go to `passed`.
