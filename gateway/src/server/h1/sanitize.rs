@@ -10,6 +10,10 @@
 //!           -> write_response_header (every header, 1xx included)
 //! ```
 //!
+//! A request no route filter edits (the common case) skips the copy those three steps edit:
+//! [`direct_head`] writes what they would send straight from the downstream header, and a
+//! differential test (`sanitize/direct_tests.rs`) holds the two to the same result.
+//!
 //! Errors carry the source pingora gives them, so `errors::response_for` answers as it does
 //! today: a bad downstream `Connection` header is 400, a filter that leaves an invalid authority
 //! is 500, an upstream 101 the downstream did not ask for is 502.
