@@ -422,7 +422,7 @@ fn parse_response(buf: &mut BytesMut, pass: bool) -> Result<Option<ParsedRespons
     let base = buf.as_ptr() as usize;
     let mut passed = (pass && wire::can_pass(parsed.headers)).then(Vec::new);
     let fields = match passed.as_mut() {
-        Some(passed) => wire::split_field_offsets(base, parsed.headers, passed)?,
+        Some(passed) => wire::split_field_offsets(base, parsed.headers, passed),
         None => wire::field_offsets(base, parsed.headers)?,
     };
     let head: Bytes = buf.split_to(len).freeze();

@@ -95,6 +95,8 @@ async fn relays_what_the_general_path_relays() {
         b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nX-A: 1\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 2\r\nCONNECTION: close\r\nX-A: 1\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n",
         b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"e\"\r\n\r\n",
         b"HTTP/1.1 100 Continue\r\nX-Info: 1\r\n\r\nHTTP/1.1 404 Not Found\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",

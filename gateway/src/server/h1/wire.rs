@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, header};
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::HeaderNameVariant;
@@ -95,7 +95,7 @@ pub fn field_offsets(
 
 /// Response fields that go to the client as they came, beside the header's map: a response that
 /// no filter or plugin reads or edits needs a map of only the fields its framing depends on
-/// (see [`is_framing_field`]). Building a map entry (a name parsed, a value normalized, a hashed
+/// (see [`framing_field`]). Building a map entry (a name parsed, a value normalized, a hashed
 /// insert) cost about 400 instructions per field; these are written from the read buffer.
 #[derive(Debug)]
 pub struct PassedFields {
@@ -117,12 +117,16 @@ impl PassedFields {
     }
 }
 
-/// The fields a response's framing and the connection's reuse are decided by; the others can
-/// pass through as [`PassedFields`].
-pub fn is_framing_field(name: &[u8]) -> bool {
-    ["content-length", "transfer-encoding", "connection"]
-        .iter()
-        .any(|f| f.len() == name.len() && f.as_bytes().eq_ignore_ascii_case(name))
+/// The fields a response's framing and the connection's reuse are decided by (the others can
+/// pass through as [`PassedFields`]): `name`'s, if it is one of them.
+pub fn framing_field(name: &[u8]) -> Option<HeaderName> {
+    [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+    ]
+    .into_iter()
+    .find(|f| f.as_str().len() == name.len() && f.as_str().as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Whether httparse's `fields` can be split into a map of the framing fields and
@@ -141,18 +145,16 @@ pub fn split_field_offsets(
     base: usize,
     fields: &[httparse::Header<'_>],
     passed: &mut Vec<(Range<usize>, Range<usize>)>,
-) -> Result<Vec<(HeaderName, Range<usize>)>> {
+) -> Vec<(HeaderName, Range<usize>)> {
     let mut named = Vec::with_capacity(3);
     for f in fields {
-        if is_framing_field(f.name.as_bytes()) {
-            let name = HeaderName::from_bytes(f.name.as_bytes())
-                .or_err(InvalidHTTPHeader, "invalid field name")?;
-            named.push((name, offsets(base, f.value)));
-        } else {
-            passed.push((offsets(base, f.name.as_bytes()), offsets(base, f.value)));
+        // The name is already known: no `HeaderName::from_bytes` to parse it again.
+        match framing_field(f.name.as_bytes()) {
+            Some(name) => named.push((name, offsets(base, f.value))),
+            None => passed.push((offsets(base, f.name.as_bytes()), offsets(base, f.value))),
         }
     }
-    Ok(named)
+    named
 }
 
 /// Appends `fields` (from [`field_offsets`]) to `map`, their values slices of `head` (no copy),
