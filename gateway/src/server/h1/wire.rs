@@ -120,13 +120,14 @@ impl PassedFields {
 /// The fields a response's framing and the connection's reuse are decided by (the others can
 /// pass through as [`PassedFields`]): `name`'s, if it is one of them.
 pub fn framing_field(name: &[u8]) -> Option<HeaderName> {
-    [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::CONNECTION,
-    ]
-    .into_iter()
-    .find(|f| f.as_str().len() == name.len() && f.as_str().as_bytes().eq_ignore_ascii_case(name))
+    // By length first: one comparison at most, for a field that runs past all three.
+    let (spelt, field) = match name.len() {
+        14 => ("content-length", header::CONTENT_LENGTH),
+        17 => ("transfer-encoding", header::TRANSFER_ENCODING),
+        10 => ("connection", header::CONNECTION),
+        _ => return None,
+    };
+    spelt.as_bytes().eq_ignore_ascii_case(name).then_some(field)
 }
 
 /// Whether httparse's `fields` can be split into a map of the framing fields and
