@@ -8,6 +8,8 @@
 //! zeroed for the parser, a boxed digest, and a response header the proxy then copied once more to
 //! drop the case map. Here the response is parsed once, into the `http` map the handler uses, its
 //! values pointing into the read buffer; body pieces are split off that buffer without a copy.
+//! A response nothing but its framing is read from keeps only its framing fields in that map;
+//! the others pass to the client from the buffer (`wire::PassedFields`).
 //!
 //! Each wait is bounded by what remains of the route timeout, on the worker's own tokio timer:
 //! pingora-core's timer is a boxed future registered in one process-wide, lock-guarded map, about

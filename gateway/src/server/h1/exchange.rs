@@ -15,7 +15,7 @@ use pingora_core::protocols::http::v1::common::is_expect_continue_req;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::RequestHeader;
 
-use super::client::{RequestHead, Upstream};
+use super::client::Upstream;
 use super::session::Session;
 use super::{sanitize, upstream};
 use crate::server::downstream::Downstream;
@@ -110,21 +110,16 @@ async fn send_request(
 ) -> Result<bool> {
     // The gateway answers `Expect: 100-continue` itself (see `forward_request_body`).
     let drop_expect = has_body && is_expect_continue_req(ds.req_header());
-    let direct = match gw.edits_upstream_request(ctx) {
-        false => sanitize::direct_head(ds.req_header(), has_body, drop_expect)?,
-        true => None,
+    let direct = if gw.edits_upstream_request(ctx) {
+        None
+    } else {
+        sanitize::direct_head(ds.req_header(), has_body, drop_expect)?
     };
     let head = match direct {
         Some(head) => head,
-        None => {
-            let mut req = sanitize::before_filter(ds.req_header())?;
-            if drop_expect {
-                req.remove_header(&http::header::EXPECT);
-            }
-            gw.upstream_request(&mut req, ctx)?;
-            sanitize::after_filter(&mut req, ds.req_header(), has_body)?;
-            RequestHead::of(&req)?
-        }
+        None => sanitize::general_head(ds.req_header(), has_body, drop_expect, |req| {
+            gw.upstream_request(req, ctx)
+        })?,
     };
     us.write_head(head).await?;
     if !gw.edits_response_headers(ctx) {
@@ -213,7 +208,7 @@ async fn forward_request_body(
 
 /// Reads the response header. Informational ones (`100 Continue`, `103 Early Hints`) are
 /// skipped: the gateway answered `Expect: 100-continue` itself.
-async fn read_final_response(us: &mut Upstream) -> Result<()> {
+pub(super) async fn read_final_response(us: &mut Upstream) -> Result<()> {
     loop {
         us.read_response().await?;
         let status = us.resp_header().map_or(0, |r| r.status.as_u16());

@@ -7,6 +7,7 @@ use pingora_error::Result;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{RequestHead, Upstream};
+use super::exchange::read_final_response;
 use super::sanitize;
 use super::session::Session;
 use crate::server::downstream::Downstream;
@@ -28,13 +29,7 @@ async fn relay(request: &[u8], response: &[u8], pass: bool) -> Result<(String, b
     us.finish_body().await?;
     origin.write_all(response).await.unwrap();
     drop(origin);
-    loop {
-        us.read_response().await?;
-        let status = us.resp_header().map_or(0, |r| r.status.as_u16());
-        if !(100..200).contains(&status) || status == 101 {
-            break;
-        }
-    }
+    read_final_response(&mut us).await?;
     let mut resp = Box::new(us.take_resp_header().unwrap());
     let passed = us.take_passed_fields();
     sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), false)?;

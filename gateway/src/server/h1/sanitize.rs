@@ -5,7 +5,7 @@
 //! so it must call these ports at the points pingora calls the originals:
 //!
 //! ```text
-//! request:  before_filter -> upstream_request_filter -> after_filter -> write_request_header
+//! request:  before_filter -> upstream_request_filter -> after_filter -> write_head
 //! response: read header -> downstream_response -> response_filter -> after_response_filter
 //!           -> write_response_header (every header, 1xx included)
 //! ```
@@ -64,7 +64,7 @@ pub fn before_filter(downstream: &RequestHeader) -> Result<Box<RequestHeader>> {
 }
 
 /// Finishes the upstream request header after the gateway's `upstream_request_filter`, right
-/// before `write_request_header`.
+/// before the header is written (`RequestHead::of`).
 ///
 /// - `downstream`: the downstream request header [`before_filter`] cloned; pingora records
 ///   whether it had a `Host` before the filter runs (proxy_h1.rs:50).
@@ -99,11 +99,29 @@ pub fn after_filter(
     finalize_framing(req, downstream_has_body)
 }
 
+/// The upstream request header the general way, as pingora-proxy builds it: [`before_filter`]
+/// on a copy of `downstream`, `Expect` left out if `drop_expect` (the gateway answers
+/// `100-continue` itself), the gateway's `filter`, then [`after_filter`].
+pub fn general_head(
+    downstream: &RequestHeader,
+    has_body: bool,
+    drop_expect: bool,
+    filter: impl FnOnce(&mut RequestHeader) -> Result<()>,
+) -> Result<RequestHead> {
+    let mut req = before_filter(downstream)?;
+    if drop_expect {
+        req.remove_header(&header::EXPECT);
+    }
+    filter(&mut req)?;
+    after_filter(&mut req, downstream, has_body)?;
+    RequestHead::of(&req)
+}
+
 /// The upstream request header written straight from the downstream one, for a request no
-/// gateway filter edits: what [`before_filter`], then [`after_filter`] and `request_head` would
-/// send, without the copy of the header they edit (a copy, its hop-by-hop removals and its drop
-/// were a tenth of the gateway's instructions per request). `drop_expect`: leave `Expect` out
-/// (the gateway answers `100-continue` itself).
+/// gateway filter edits: what [`general_head`] would send, without the copy of the header it
+/// edits (the copy, its hop-by-hop removals and its drop were a tenth of the gateway's
+/// instructions per request). `drop_expect`: leave `Expect` out (the gateway answers
+/// `100-continue` itself).
 ///
 /// `None` when the request needs the general path: a target with an authority, which
 /// [`after_filter`] reconciles with `Host`; a WebSocket upgrade, whose handshake is rewritten;
