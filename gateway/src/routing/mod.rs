@@ -80,10 +80,11 @@ pub struct RequestView<'a> {
 }
 
 impl Rule {
-    /// The upstream wait allowed now, for a request that started `elapsed` ago: what remains of
-    /// the request timeout, bounded by the backend request timeout. `Some(ZERO)` means expired.
-    pub fn upstream_timeout(&self, elapsed: Duration) -> Option<Duration> {
-        let remaining = self.request_timeout.map(|t| t.saturating_sub(elapsed));
+    /// The upstream wait allowed now, for a request that started `elapsed()` ago: what remains
+    /// of the request timeout, bounded by the backend request timeout. `Some(ZERO)` means
+    /// expired. The clock is read only for a route with a request timeout.
+    pub fn upstream_timeout(&self, elapsed: impl FnOnce() -> Duration) -> Option<Duration> {
+        let remaining = self.request_timeout.map(|t| t.saturating_sub(elapsed()));
         match (remaining, self.backend_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -206,7 +206,7 @@ fn timeouts_default_and_explicit_zero() {
         (
             rule.request_timeout,
             rule.backend_timeout,
-            rule.upstream_timeout(Duration::from_millis(1800)),
+            rule.upstream_timeout(|| Duration::from_millis(1800)),
         )
     };
     let (s, ms) = (Duration::from_secs, Duration::from_millis);

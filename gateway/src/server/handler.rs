@@ -230,7 +230,7 @@ impl Gateway {
         let timeout = ctx
             .rule
             .as_ref()
-            .and_then(|r| r.upstream_timeout(ctx.start.elapsed()));
+            .and_then(|r| r.upstream_timeout(|| ctx.start.elapsed()));
         if timeout == Some(Duration::ZERO) {
             return Error::e_explain(errors::REQUEST_TIMEOUT, "route request timeout expired");
         }

@@ -28,7 +28,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
 use super::body::{Decoded, Decoder, Encoder};
-use super::framing;
+use super::framing::{self, Present};
 use super::wire::{self, Head, PassedFields};
 use crate::limits;
 
@@ -221,7 +221,12 @@ impl Upstream {
                 "response",
                 |buf| parse_response(buf, pass),
             );
-            let (resp, length, passed) = match read.await? {
+            let ParsedResponse {
+                header: resp,
+                length,
+                present,
+                passed,
+            } = match read.await? {
                 Head::Parsed(parsed) => parsed,
                 Head::Ended {
                     already_read,
@@ -241,8 +246,8 @@ impl Upstream {
                 }
             };
             self.upgraded = self.request.upgrade && is_upgrade_resp(&resp);
-            self.response_keeps_alive = keeps_alive(&resp);
-            self.reader = body_decoder(&resp, length, &self.request);
+            self.response_keeps_alive = keeps_alive(&resp, present);
+            self.reader = body_decoder(&resp, length, present, &self.request);
             self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
             self.response = Some(resp);
             self.passed = passed;
@@ -323,26 +328,35 @@ impl Upstream {
 
 /// How the body of `resp`, the answer to `request`, is framed (RFC 9112 §6.3, in pingora's
 /// order); `None` for an informational response, which has none and precedes the final one.
-/// `length`: its `Content-Length`, as [`parse_response`] found it.
-fn body_decoder(resp: &ResponseHeader, length: Option<usize>, request: &Sent) -> Option<Decoder> {
+/// `length`: its `Content-Length`, as [`parse_response`] found it; `present`: its framing fields.
+fn body_decoder(
+    resp: &ResponseHeader,
+    length: Option<usize>,
+    present: Present,
+    request: &Sent,
+) -> Option<Decoder> {
     Some(match resp.status.as_u16() {
         101 if request.upgrade => Decoder::UntilClose,
         100..=199 if resp.status != StatusCode::SWITCHING_PROTOCOLS => return None,
         204 | 304 => Decoder::Done,
         _ if request.head => Decoder::Done,
-        _ if framing::is_chunked(&resp.headers) => Decoder::chunked(),
+        _ if present.transfer_encoding && framing::is_chunked(&resp.headers) => Decoder::chunked(),
         _ => length.map_or(Decoder::UntilClose, Decoder::length),
     })
 }
 
 /// Whether the response lets the connection carry another request: not a 101, not HTTP/1.0 with
 /// a `Transfer-Encoding` (RFC 9112 §6.1), and `Connection: keep-alive`, or HTTP/1.1 without
-/// `Connection: close`.
-fn keeps_alive(resp: &ResponseHeader) -> bool {
+/// `Connection: close`. `present`: its framing fields.
+fn keeps_alive(resp: &ResponseHeader, present: Present) -> bool {
+    let connection = if present.connection {
+        framing::connection_keepalive(&resp.headers)
+    } else {
+        None
+    };
     resp.status != StatusCode::SWITCHING_PROTOCOLS
-        && !(resp.version == Version::HTTP_10
-            && resp.headers.contains_key(header::TRANSFER_ENCODING))
-        && framing::connection_keepalive(&resp.headers).unwrap_or(resp.version == Version::HTTP_11)
+        && !(resp.version == Version::HTTP_10 && present.transfer_encoding)
+        && connection.unwrap_or(resp.version == Version::HTTP_11)
 }
 
 /// Whether `resp` accepts an upgrade: a 101 to HTTP/1.1 (pingora-core's `is_upgrade_resp`: the `Upgrade` and
@@ -428,20 +442,33 @@ fn parse_response(buf: &mut BytesMut, pass: bool) -> Result<Option<ParsedRespons
         None => wire::field_offsets(base, parsed.headers)?,
     };
     let head: Bytes = buf.split_to(len).freeze();
-    wire::append_fields(&mut resp.headers, &head, fields);
+    let mut present = wire::append_fields(&mut resp.headers, &head, fields);
     // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which must then go.
-    if resp.headers.contains_key(header::TRANSFER_ENCODING) {
+    if present.transfer_encoding && present.content_length {
         resp.headers.remove(header::CONTENT_LENGTH);
+        present.content_length = false;
     }
-    let length = framing::body_length(&resp.headers)?;
+    let length = framing::body_length(&resp.headers, present)?;
     // The standard reason phrase, as Envoy answers, and no map of field-name case (pingora-core
     // writes well-known names capitalized, the rest lowercase).
-    let passed = passed.map(|spans| PassedFields::new(head, spans));
-    Ok(Some((ResponseHeader::from(resp), length, passed)))
+    Ok(Some(ParsedResponse {
+        header: ResponseHeader::from(resp),
+        length,
+        present,
+        passed: passed.map(|spans| PassedFields::new(head, spans)),
+    }))
 }
 
-/// A response header, its body's length, and the fields that passed beside its map.
-type ParsedResponse = (ResponseHeader, Option<usize>, Option<PassedFields>);
+/// A response header as [`parse_response`] read it.
+struct ParsedResponse {
+    header: ResponseHeader,
+    /// Its body's length, from `Content-Length` (none when `Transfer-Encoding` overrides it).
+    length: Option<usize>,
+    /// The framing fields it carries.
+    present: Present,
+    /// The fields that passed beside its map.
+    passed: Option<PassedFields>,
+}
 
 /// `io` within `t`, as an upstream error either way (a timeout is `timed_out` while `doing`, as
 /// pingora-core's own).

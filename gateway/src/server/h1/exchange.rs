@@ -7,8 +7,6 @@
 //! HTTP/1 (it even buffers the whole request body first). Upgraded connections (WebSocket) are
 //! the exception: both directions are copied at once (see [`tunnel`]).
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::v1::common::is_expect_continue_req;
@@ -43,28 +41,27 @@ async fn proxy(gw: &Gateway, ds: &mut Session, ctx: &mut RequestCtx) -> Result<b
         return Ok(true);
     }
     let has_body = !ds.is_body_empty();
-    let target = gw.upstream(ctx)?;
+    let mut target = gw.upstream(ctx)?;
     // A pooled connection first. The upstream may have closed it as it was taken (the pool's
     // liveness check cannot see a close still in flight): as Go's HTTP client does, a request
-    // without a body that is safe to repeat is then sent again on a new connection.
-    let mut sent = None;
-    if let Some(stream) = upstream::with_pool(|p| p.take(target.addr)) {
-        let mut us = session(stream, &target);
-        match send_request(gw, ds, &mut us, ctx, has_body).await {
-            Ok(complete) => sent = Some((us, target.addr, complete)),
-            Err(e) if !has_body && is_idempotent(ds.req_header()) && !is_timeout(&e) => {
-                tracing::debug!(upstream = %target.addr, error = %e, "pooled connection failed; sending again");
-            }
-            Err(e) => return Err(e),
+    // without a body that is safe to repeat is then sent again on a new connection. (One
+    // `Upstream`, built in place: it is large, and moving it costs a copy each time.)
+    let pooled = upstream::with_pool(|p| p.take(target.addr));
+    let reused = pooled.is_some();
+    let stream = match pooled {
+        Some(stream) => stream,
+        None => connect(gw, ctx, &mut target).await?,
+    };
+    let mut us = session(stream, &target);
+    let request_sent = match send_request(gw, ds, &mut us, ctx, has_body).await {
+        Ok(complete) => complete,
+        Err(e) if reused && !has_body && is_idempotent(ds.req_header()) && !is_timeout(&e) => {
+            tracing::debug!(upstream = %target.addr, error = %e, "pooled connection failed; sending again");
+            let stream = connect(gw, ctx, &mut target).await?;
+            us = session(stream, &target);
+            send_request(gw, ds, &mut us, ctx, has_body).await?
         }
-    }
-    let (mut us, addr, request_sent) = match sent {
-        Some(sent) => sent,
-        None => {
-            let (mut us, addr) = connect(gw, ctx, target).await?;
-            let complete = send_request(gw, ds, &mut us, ctx, has_body).await?;
-            (us, addr, complete)
-        }
+        Err(e) => return Err(e),
     };
 
     // Without pingora's map of header-name case (see `sanitize::without_case`), and with the
@@ -91,7 +88,7 @@ async fn proxy(gw: &Gateway, ds: &mut Session, ctx: &mut RequestCtx) -> Result<b
 
     // A connection whose request body was cut short (the upstream answered early) is not in step.
     if request_sent && let Some(stream) = us.into_reusable() {
-        upstream::with_pool(|p| p.put(addr, stream));
+        upstream::with_pool(|p| p.put(target.addr, stream));
     }
     Ok(true)
 }
@@ -156,17 +153,19 @@ fn is_timeout(e: &Error) -> bool {
     )
 }
 
+/// A new connection to `target`, or, as [`Gateway::retry_connect`] allows, to another address of
+/// its backend: `target` is left naming the one connected.
 async fn connect(
     gw: &Gateway,
     ctx: &mut RequestCtx,
-    mut target: UpstreamTarget,
-) -> Result<(Upstream, SocketAddr)> {
+    target: &mut UpstreamTarget,
+) -> Result<Stream> {
     loop {
         match upstream::connect(target.addr, target.connect_timeout).await {
-            Ok(stream) => return Ok((session(stream, &target), target.addr)),
+            Ok(stream) => return Ok(stream),
             Err(e) if gw.retry_connect(ctx) => {
                 tracing::debug!(upstream = %target.addr, error = %e, "upstream connect failed; trying another address");
-                target = gw.upstream(ctx)?;
+                *target = gw.upstream(ctx)?;
             }
             Err(e) => return Err(e),
         }

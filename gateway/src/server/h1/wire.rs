@@ -12,6 +12,8 @@ use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::HeaderNameVariant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::framing::Present;
+
 /// Reads what the connection has into `buf`, growing it by up to `reserve` bytes.
 pub async fn fill(io: &mut Stream, buf: &mut BytesMut, reserve: usize) -> std::io::Result<usize> {
     // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
@@ -159,12 +161,20 @@ pub fn split_field_offsets(
 }
 
 /// Appends `fields` (from [`field_offsets`]) to `map`, their values slices of `head` (no copy),
-/// normalized as pingora-core normalizes a value read off the wire.
-pub fn append_fields(map: &mut HeaderMap, head: &Bytes, fields: Vec<(HeaderName, Range<usize>)>) {
+/// normalized as pingora-core normalizes a value read off the wire; which framing fields they
+/// hold.
+pub fn append_fields(
+    map: &mut HeaderMap,
+    head: &Bytes,
+    fields: Vec<(HeaderName, Range<usize>)>,
+) -> Present {
     map.reserve(fields.len());
+    let mut present = Present::default();
     for (name, value) in fields {
+        present.note(&name);
         map.append(name, pingora_http::header_value_from_raw(head.slice(value)));
     }
+    present
 }
 
 /// Writes a framed piece of body (`Encoder::frame`'s slices) in order, unflushed.

@@ -381,12 +381,14 @@ async fn a_connection_waiting_for_its_next_request_holds_no_buffer() {
     assert!(ds.request.is_none() && ds.response.is_none());
 }
 
-/// What a session made of a request: refused (`None`), or its method, target, version, fields
-/// in order, body (`None`: reading it failed) and whether the connection stays.
+/// What a session made of a request: refused (`None`), or its method, target (as sent on, and
+/// as the `Uri` routing reads), version, fields in order, body (`None`: reading it failed) and
+/// whether the connection stays.
 #[derive(Debug, PartialEq)]
 struct Read {
     method: String,
     target: Vec<u8>,
+    uri: http::Uri,
     version: Version,
     fields: Vec<(String, Vec<u8>)>,
     body: Option<Vec<u8>>,
@@ -397,6 +399,7 @@ fn read_of(req: &RequestHeader, body: Option<Vec<u8>>, keepalive: bool) -> Read 
     Read {
         method: req.method.to_string(),
         target: req.raw_path().to_vec(),
+        uri: req.uri.clone(),
         version: req.version,
         fields: req
             .headers
@@ -484,6 +487,12 @@ async fn reads_every_request_as_pingora_core_did() {
         b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /a b\"c HTTP/1.1\r\nHost: a\r\n\r\n",
         b"GET /a#frag HTTP/1.1\r\n\r\n",
+        b"GET /a?b#frag\xff HTTP/1.1\r\n\r\n",
+        b"GET /a?b=c&d=%20e;f HTTP/1.1\r\n\r\n",
+        b"GET /a{b}|c^d`e HTTP/1.1\r\n\r\n",
+        b"GET //a/../b HTTP/1.1\r\n\r\n",
+        b"GET ?q HTTP/1.1\r\n\r\n",
+        b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
         b"GET /caf\xc3\xa9/\xff HTTP/1.1\r\n\r\n",
         b"GET / HTTP/1.1\nHost: a\n\n",
         b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
