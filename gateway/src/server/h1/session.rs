@@ -150,7 +150,7 @@ impl Session {
             None
         };
         self.keepalive = !both && keepalive.unwrap_or(req.version == Version::HTTP_11);
-        authority::validate_request_authority(&req)?;
+        authority::validate_request_authority(req)?;
         let length = framing::body_length(&req.headers, present)?;
         if has_te {
             // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
