@@ -212,17 +212,19 @@ impl Upstream {
     pub async fn read_response(&mut self) -> Result<()> {
         let t = self.io_timeout;
         let pass = self.pass_fields && !self.request.upgrade;
+        self.response = None;
         bounded(t, ReadTimedout, "reading the response header", async {
+            // Parsed into its place, as the session parses a request (see `Session::read_request`).
+            let slot = &mut self.response;
             let read = wire::read_head(
                 &mut self.io,
                 &mut self.buf,
                 limits::UPSTREAM_READ_BUFFER,
                 limits::UPSTREAM_MAX_RESPONSE_HEADER,
                 "response",
-                |buf| parse_response(buf, pass),
+                |buf| parse_response(buf, pass, slot),
             );
             let ParsedResponse {
-                header: resp,
                 length,
                 present,
                 passed,
@@ -245,11 +247,14 @@ impl Upstream {
                     return Err(e);
                 }
             };
-            self.upgraded = self.request.upgrade && is_upgrade_resp(&resp);
-            self.response_keeps_alive = keeps_alive(&resp, present);
-            self.reader = body_decoder(&resp, length, present, &self.request);
+            let resp = self
+                .response
+                .as_ref()
+                .expect("a response header was parsed");
+            self.upgraded = self.request.upgrade && is_upgrade_resp(resp);
+            self.response_keeps_alive = keeps_alive(resp, present);
+            self.reader = body_decoder(resp, length, present, &self.request);
             self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
-            self.response = Some(resp);
             self.passed = passed;
             Ok(())
         })
@@ -403,11 +408,15 @@ pub(super) fn request_line(
     Ok(wire)
 }
 
-/// Parses a response header at the start of `buf`, and removes it from there; `None` if it is
-/// not complete yet. Field values point into the buffer's memory (no copy). With the header, its
-/// body's `Content-Length` (`None` when absent or overridden by `Transfer-Encoding`), and, if
-/// `pass` and they can, the fields left out of its map.
-fn parse_response(buf: &mut BytesMut, pass: bool) -> Result<Option<ParsedResponse>> {
+/// Parses a response header at the start of `buf` into `slot`, and removes it from there; `None`
+/// if it is not complete yet. Field values point into the buffer's memory (no copy). With the
+/// header, its body's `Content-Length` (`None` when absent or overridden by
+/// `Transfer-Encoding`), and, if `pass` and they can, the fields left out of its map.
+fn parse_response(
+    buf: &mut BytesMut,
+    pass: bool,
+    slot: &mut Option<ResponseHeader>,
+) -> Result<Option<ParsedResponse>> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() };
         limits::UPSTREAM_MAX_RESPONSE_FIELDS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -451,17 +460,16 @@ fn parse_response(buf: &mut BytesMut, pass: bool) -> Result<Option<ParsedRespons
     let length = framing::body_length(&resp.headers, present)?;
     // The standard reason phrase, as Envoy answers, and no map of field-name case (pingora-core
     // writes well-known names capitalized, the rest lowercase).
+    *slot = Some(ResponseHeader::from(resp));
     Ok(Some(ParsedResponse {
-        header: ResponseHeader::from(resp),
         length,
         present,
         passed: passed.map(|spans| PassedFields::new(head, spans)),
     }))
 }
 
-/// A response header as [`parse_response`] read it.
+/// What [`parse_response`] found of a response header, beside the header itself.
 struct ParsedResponse {
-    header: ResponseHeader,
     /// Its body's length, from `Content-Length` (none when `Transfer-Encoding` overrides it).
     length: Option<usize>,
     /// The framing fields it carries.

@@ -72,7 +72,7 @@ async fn proxy(gw: &Gateway, ds: &mut Session, ctx: &mut RequestCtx) -> Result<b
     sanitize::downstream_response(&mut resp, us.is_body_done(), ds.req_header(), upgrade_req)?;
     gw.response_headers(ds, &mut resp, ctx).await?;
     sanitize::after_response_filter(&resp, ds.req_header(), upgrade_req)?;
-    let upgrade = ds.is_upgrade(&resp) == Some(true);
+    let upgrade = ds.is_upgrade(&resp);
     if !request_sent {
         // The rest of the request body is still coming: the connection cannot carry another.
         ds.disable_keepalive();

@@ -245,7 +245,7 @@ impl Session {
             self.keepalive = false;
         }
         if !info {
-            if self.is_upgrade(&resp) == Some(true) {
+            if self.is_upgrade(&resp) {
                 // From here on the client's bytes go through as they are, to the end (pingora
                 // switches at once, as nginx does, rather than after a request body).
                 self.upgraded = true;
@@ -303,13 +303,14 @@ impl Session {
         }
     }
 
-    /// Whether `resp` accepts the request's upgrade; `None` if the request asked for none.
-    pub fn is_upgrade(&self, resp: &ResponseHeader) -> Option<bool> {
-        let req = self.request.as_ref()?;
-        let asked = req.version == Version::HTTP_11 && req.headers.contains_key(header::UPGRADE);
-        asked.then(|| {
-            resp.status == StatusCode::SWITCHING_PROTOCOLS && resp.version == Version::HTTP_11
-        })
+    /// Whether `resp` accepts an upgrade the request asked for.
+    pub fn is_upgrade(&self, resp: &ResponseHeader) -> bool {
+        // The status first: the request's map is asked only for a 101.
+        resp.status == StatusCode::SWITCHING_PROTOCOLS
+            && resp.version == Version::HTTP_11
+            && self.request.as_ref().is_some_and(|req| {
+                req.version == Version::HTTP_11 && req.headers.contains_key(header::UPGRADE)
+            })
     }
 
     /// Writes a piece of the response body, framed (see [`Encoder::frame`]). A chunk, or bytes

@@ -322,14 +322,24 @@ async fn continue_is_sent_once_and_flushed() {
 }
 
 #[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_not_one() {
+    let (mut ds, _client) = session(b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\n\r\n").await;
+    assert!(ds.read_request().await.unwrap());
+    assert!(!ds.is_upgrade(&response(101, &[("upgrade", "websocket")])));
+    let (mut ds, _client) = session(b"GET /ws HTTP/1.0\r\nUpgrade: websocket\r\n\r\n").await;
+    assert!(ds.read_request().await.unwrap());
+    assert!(!ds.is_upgrade(&response(101, &[("upgrade", "websocket")])));
+}
+
+#[tokio::test]
 async fn an_accepted_upgrade_passes_the_clients_bytes_through_until_the_end() {
     let (mut ds, mut client) =
         session(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nearly")
             .await;
     assert!(ds.read_request().await.unwrap());
     let resp = response(101, &[("upgrade", "websocket"), ("connection", "Upgrade")]);
-    assert_eq!(ds.is_upgrade(&resp), Some(true));
-    assert_eq!(ds.is_upgrade(&response(200, &[])), Some(false));
+    assert!(ds.is_upgrade(&resp));
+    assert!(!ds.is_upgrade(&response(200, &[])));
     ds.write_response_header(resp).await.unwrap();
     let wire = received(&mut client).await;
     assert!(
