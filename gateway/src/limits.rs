@@ -60,6 +60,10 @@ pub const STARTUP_PLUGIN_WAIT: Duration = Duration::from_secs(30);
 /// What one read from a client connection takes at most: a request header and a small body
 /// arrive in one read; a larger body is relayed in pieces of up to this size.
 pub const DOWNSTREAM_READ_BUFFER: usize = 16 * 1024;
+/// Read buffers (of `DOWNSTREAM_READ_BUFFER` or `UPSTREAM_READ_BUFFER` bytes) each worker keeps
+/// spare between messages, for the next read to take without allocating (`h1/wire.rs`): at most
+/// 1 MiB per worker.
+pub const SPARE_READ_BUFFERS: usize = 64;
 /// Largest request header, in bytes, and most fields in it: pingora-core's bounds
 /// (`MAX_HEADER_SIZE`, `MAX_HEADERS`), kept when the HTTP/1 server session became our own. A
 /// larger header is answered 400.

@@ -320,13 +320,15 @@ impl Upstream {
     /// The connection, if it can carry another request: the response was read to its framed end
     /// with nothing after it, and neither side asked to close (pingora's `respect_keepalive` and
     /// `reuse`). Otherwise it is closed.
-    pub fn into_reusable(self) -> Option<Stream> {
+    pub fn into_reusable(mut self) -> Option<Stream> {
         let reusable = !self.upgraded
             && self.response_keeps_alive
             && !self.request.close
             && !self.close_delimited
             && self.is_body_done()
             && self.buf.is_empty();
+        // Its read buffer is not pooled with it: an idle connection holds none.
+        wire::release(&mut self.buf, limits::UPSTREAM_READ_BUFFER);
         reusable.then_some(self.io)
     }
 }

@@ -377,7 +377,7 @@ impl Session {
         self.request = None;
         self.response = None;
         if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+            wire::release(&mut self.buf, limits::DOWNSTREAM_READ_BUFFER);
         }
         Ok(true)
     }

@@ -3,6 +3,7 @@
 //! for a complete message head, turn httparse's fields into a header map whose values share that
 //! buffer, and write a framed piece of body.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -13,12 +14,41 @@ use pingora_http::HeaderNameVariant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::framing::Present;
+use crate::limits;
 
-/// Reads what the connection has into `buf`, growing it by up to `reserve` bytes.
+/// Reads what the connection has into `buf`, growing it by up to `reserve` bytes. A buffer let
+/// go of (see [`release`]) takes a spare one.
 pub async fn fill(io: &mut Stream, buf: &mut BytesMut, reserve: usize) -> std::io::Result<usize> {
+    if buf.capacity() == 0
+        && let Some(spare) = SPARE_BUFFERS.with_borrow_mut(Vec::pop)
+    {
+        *buf = spare;
+    }
     // Once the previous pieces split off the buffer are dropped, this reuses its allocation.
     buf.reserve(reserve);
     io.read_buf(buf).await
+}
+
+thread_local! {
+    /// Read buffers that connections let go of between messages, for the next read on this
+    /// worker: allocating a 16 KiB buffer costs about 250 instructions, taking one from here a
+    /// tenth of that. A connection waiting for its next message still holds none.
+    static SPARE_BUFFERS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lets go of `buf`, empty between two messages, leaving it without an allocation: its allocation
+/// is kept as a spare for another read (up to `limits::SPARE_READ_BUFFERS` per worker) if no
+/// piece split off it is still alive and it holds at least `size` bytes.
+pub fn release(buf: &mut BytesMut, size: usize) {
+    let mut buf = std::mem::take(buf);
+    if !buf.is_empty() || !buf.try_reclaim(size) {
+        return;
+    }
+    SPARE_BUFFERS.with_borrow_mut(|spare| {
+        if spare.len() < limits::SPARE_READ_BUFFERS {
+            spare.push(buf);
+        }
+    });
 }
 
 /// How waiting for a message head ended.
@@ -200,4 +230,48 @@ pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spares() -> usize {
+        SPARE_BUFFERS.with_borrow(Vec::len)
+    }
+
+    #[tokio::test]
+    async fn a_buffer_let_go_of_is_taken_by_the_next_read_unless_a_piece_of_it_lives() {
+        SPARE_BUFFERS.with_borrow_mut(Vec::clear);
+        let (ours, mut peer) = tokio::io::duplex(64);
+        let mut io: Stream = Box::new(ours);
+
+        // A piece split off the buffer still lives: its memory is not free to reuse.
+        let mut buf = BytesMut::new();
+        peer.write_all(b"first").await.unwrap();
+        fill(&mut io, &mut buf, 1024).await.unwrap();
+        let piece = buf.split().freeze();
+        release(&mut buf, 1024);
+        assert_eq!((buf.capacity(), spares()), (0, 0));
+        assert_eq!(&piece[..], b"first");
+
+        // Every piece gone: the allocation is kept, and the next read on a buffer let go of
+        // takes it.
+        peer.write_all(b"second").await.unwrap();
+        fill(&mut io, &mut buf, 1024).await.unwrap();
+        let memory = buf.as_ptr();
+        drop(buf.split());
+        release(&mut buf, 1024);
+        assert_eq!((buf.capacity(), spares()), (0, 1));
+        peer.write_all(b"third").await.unwrap();
+        fill(&mut io, &mut buf, 1024).await.unwrap();
+        assert_eq!(
+            (&buf[..], buf.as_ptr(), spares()),
+            (&b"third"[..], memory, 0)
+        );
+
+        // A buffer not empty (bytes of the next message in it) is not kept.
+        release(&mut buf, 1024);
+        assert_eq!((buf.capacity(), spares()), (0, 0));
+    }
 }
