@@ -110,7 +110,7 @@ async fn send_request(
     let direct = if gw.edits_upstream_request(ctx) {
         None
     } else {
-        sanitize::direct_head(ds.req_header(), has_body, drop_expect)?
+        sanitize::direct_head(ds.req_header(), has_body, drop_expect, !ctx.has_plugins())?
     };
     let head = match direct {
         Some(head) => head,

@@ -121,7 +121,8 @@ pub fn general_head(
 /// gateway filter edits: what [`general_head`] would send, without the copy of the header it
 /// edits (the copy, its hop-by-hop removals and its drop were a tenth of the gateway's
 /// instructions per request). `drop_expect`: leave `Expect` out (the gateway answers
-/// `100-continue` itself).
+/// `100-continue` itself). `host_checked`: `Host` is as the session checked it when the request
+/// came (no plugin ran on the request), so it need not be checked again.
 ///
 /// `None` when the request needs the general path: a target with an authority, which
 /// [`after_filter`] reconciles with `Host`; a WebSocket upgrade, whose handshake is rewritten;
@@ -137,6 +138,7 @@ pub fn direct_head(
     downstream: &RequestHeader,
     has_body: bool,
     drop_expect: bool,
+    host_checked: bool,
 ) -> Result<Option<RequestHead>> {
     if downstream.uri.authority().is_some()
         || !matches!(
@@ -150,7 +152,9 @@ pub fn direct_head(
         return Ok(None);
     }
     let nominated = ConnectionNominations::parse(downstream).map_err(Error::into_down)?;
-    single_plain_host(downstream).map_err(Error::into_in)?;
+    if !host_checked {
+        single_plain_host(downstream).map_err(Error::into_in)?;
+    }
     let mut head = request_line(&downstream.method, downstream.raw_path(), Version::HTTP_11)?;
     let mut has_length = false;
     downstream.map(|name, value| {
@@ -189,9 +193,9 @@ pub fn direct_head(
 
 /// What `after_filter` checks of an origin-form request's `Host` (neither added nor replaced
 /// without an authority to take it from): pingora-core's `validate_request_authority` comes down
-/// to this when the target has no authority and the method is not CONNECT. The session checked
-/// it when the request came; a plugin may have edited `Host` since.
-fn single_plain_host(req: &RequestHeader) -> Result<()> {
+/// to this when the target has no authority and the method is not CONNECT. The session checks
+/// it so when the request comes; a plugin may have edited `Host` since.
+pub(super) fn single_plain_host(req: &RequestHeader) -> Result<()> {
     let mut hosts = req.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {

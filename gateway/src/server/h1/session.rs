@@ -33,6 +33,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::body::{Decoded, Decoder, Encoder};
 use super::framing::{self, Present};
+use super::sanitize;
 use super::wire::{self, Head, PassedFields};
 use crate::limits;
 use crate::server::downstream::Downstream;
@@ -150,7 +151,16 @@ impl Session {
             None
         };
         self.keepalive = !both && keepalive.unwrap_or(req.version == Version::HTTP_11);
-        authority::validate_request_authority(req)?;
+        // pingora-core's `validate_request_authority`, which for an origin-form target (the
+        // common case) comes down to checking `Host` alone, without a second lookup of it.
+        if req.method != Method::CONNECT
+            && req.uri.authority().is_none()
+            && req.raw_path().first() == Some(&b'/')
+        {
+            sanitize::single_plain_host(req)?;
+        } else {
+            authority::validate_request_authority(req)?;
+        }
         let length = framing::body_length(&req.headers, present)?;
         if has_te {
             // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.

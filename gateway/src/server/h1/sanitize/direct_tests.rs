@@ -111,7 +111,9 @@ async fn writes_what_the_general_path_writes() {
             let drop_expect = has_body && is_expect_continue_req(req);
             let what = format!("{} (edit: {edit_name})", raw.escape_ascii());
             let expected = general_head(req, has_body, drop_expect, |_| Ok(()));
-            match direct_head(req, has_body, drop_expect) {
+            // Unedited, `Host` is as the session checked it.
+            let host_checked = *edit_name == "none";
+            match direct_head(req, has_body, drop_expect, host_checked) {
                 Ok(None) => {
                     general_only += 1;
                     assert!(
@@ -147,13 +149,13 @@ async fn refuses_as_the_general_path_does_with_the_same_source() {
         .unwrap();
     let mut ds = Session::new(Box::new(ours));
     assert!(ds.read_request().await.unwrap());
-    let e = direct_head(ds.req_header(), false, false).unwrap_err();
+    let e = direct_head(ds.req_header(), false, false, false).unwrap_err();
     assert_eq!(*e.esource(), ErrorSource::Downstream, "400, not 500");
     ds.req_header_mut()
         .insert_header("connection", "keep-alive")
         .unwrap();
     ds.req_header_mut().append_header("host", "b").unwrap();
-    let e = direct_head(ds.req_header(), false, false).unwrap_err();
+    let e = direct_head(ds.req_header(), false, false, false).unwrap_err();
     assert_eq!(
         *e.esource(),
         ErrorSource::Internal,
