@@ -28,6 +28,7 @@ impl Present {
         present
     }
 
+    /// Notes `name`, a field of the message, if it is one of them.
     pub fn note(&mut self, name: &HeaderName) {
         // Well-known names compare as the `http` crate's enum, not as bytes.
         if *name == CONTENT_LENGTH {
