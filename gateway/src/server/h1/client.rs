@@ -251,7 +251,7 @@ impl Upstream {
                 .response
                 .as_ref()
                 .expect("a response header was parsed");
-            self.upgraded = self.request.upgrade && is_upgrade_resp(resp);
+            self.upgraded = self.request.upgrade && framing::accepts_upgrade(resp);
             self.response_keeps_alive = keeps_alive(resp, present);
             self.reader = body_decoder(resp, length, present, &self.request);
             self.close_delimited = matches!(self.reader, Some(Decoder::UntilClose));
@@ -347,7 +347,7 @@ fn body_decoder(
         100..=199 if resp.status != StatusCode::SWITCHING_PROTOCOLS => return None,
         204 | 304 => Decoder::Done,
         _ if request.head => Decoder::Done,
-        _ if present.transfer_encoding && framing::is_chunked(&resp.headers) => Decoder::chunked(),
+        _ if present.is_chunked(&resp.headers) => Decoder::chunked(),
         _ => length.map_or(Decoder::UntilClose, Decoder::length),
     })
 }
@@ -356,20 +356,11 @@ fn body_decoder(
 /// a `Transfer-Encoding` (RFC 9112 §6.1), and `Connection: keep-alive`, or HTTP/1.1 without
 /// `Connection: close`. `present`: its framing fields.
 fn keeps_alive(resp: &ResponseHeader, present: Present) -> bool {
-    let connection = if present.connection {
-        framing::connection_keepalive(&resp.headers)
-    } else {
-        None
-    };
     resp.status != StatusCode::SWITCHING_PROTOCOLS
         && !(resp.version == Version::HTTP_10 && present.transfer_encoding)
-        && connection.unwrap_or(resp.version == Version::HTTP_11)
-}
-
-/// Whether `resp` accepts an upgrade: a 101 to HTTP/1.1 (pingora-core's `is_upgrade_resp`: the `Upgrade` and
-/// `Connection` fields are not checked; `sanitize` checks them against the request's).
-fn is_upgrade_resp(resp: &ResponseHeader) -> bool {
-    resp.status == StatusCode::SWITCHING_PROTOCOLS && resp.version == Version::HTTP_11
+        && present
+            .connection_keepalive(&resp.headers)
+            .unwrap_or(resp.version == Version::HTTP_11)
 }
 
 /// The request line and fields as they go on the wire: well-known names capitalized, the others
@@ -459,7 +450,7 @@ fn parse_response(
         resp.headers.remove(header::CONTENT_LENGTH);
         present.content_length = false;
     }
-    let length = framing::body_length(&resp.headers, present)?;
+    let length = present.body_length(&resp.headers)?;
     // The standard reason phrase, as Envoy answers, and no map of field-name case (pingora-core
     // writes well-known names capitalized, the rest lowercase).
     *slot = Some(ResponseHeader::from(resp));

@@ -5,8 +5,9 @@
 //! rules (RFC 9110 §8.6, RFC 9112 §6).
 
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, StatusCode, Version};
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, Result};
+use pingora_http::ResponseHeader;
 
 /// Which of the fields that frame a message its header carries, noted as the header is parsed
 /// (`wire::append_fields`), so that the reader of a message does not ask the map for a field the
@@ -39,6 +40,50 @@ impl Present {
             self.connection = true;
         }
     }
+
+    /// The body length the message's `Content-Length` gives, checking that the framing is
+    /// unambiguous: `None` when `Transfer-Encoding` overrides it or it is absent; otherwise it
+    /// must be one value. (`validate_content_length`, then `content_length_for_framing`.)
+    pub fn body_length(self, headers: &HeaderMap) -> Result<Option<usize>> {
+        if self.transfer_encoding || !self.content_length {
+            return Ok(None);
+        }
+        content_length(headers)
+    }
+
+    /// [`is_chunked`], asking the map only if the message has a `Transfer-Encoding`.
+    pub fn is_chunked(self, headers: &HeaderMap) -> bool {
+        self.transfer_encoding && is_chunked(headers)
+    }
+
+    /// [`connection_keepalive`], asking the map only if the message has a `Connection`.
+    pub fn connection_keepalive(self, headers: &HeaderMap) -> Option<bool> {
+        if self.connection {
+            connection_keepalive(headers)
+        } else {
+            None
+        }
+    }
+}
+
+/// The same fields as [`Present`], recognized by a name's bytes as httparse gives it: `name`'s
+/// `http` constant, if it is one of them (the others can pass through as `wire::PassedFields`).
+pub fn framing_field(name: &[u8]) -> Option<HeaderName> {
+    // By length first: one comparison at most, for a field that runs past all three.
+    let (spelt, field) = match name.len() {
+        14 => ("content-length", CONTENT_LENGTH),
+        17 => ("transfer-encoding", TRANSFER_ENCODING),
+        10 => ("connection", CONNECTION),
+        _ => return None,
+    };
+    spelt.as_bytes().eq_ignore_ascii_case(name).then_some(field)
+}
+
+/// Whether `resp` accepts an upgrade: a 101 to HTTP/1.1 (pingora-core's `is_upgrade_resp`: the
+/// `Upgrade` and `Connection` fields are not checked; `sanitize` checks them against the
+/// request's).
+pub fn accepts_upgrade(resp: &ResponseHeader) -> bool {
+    resp.status == StatusCode::SWITCHING_PROTOCOLS && resp.version == Version::HTTP_11
 }
 
 /// The message's `Content-Length`: `None` when absent; an error when present but not one value
@@ -68,17 +113,6 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<usize>> {
             format!("Content-Length {length} exceeds the platform maximum"),
         )
     })
-}
-
-/// The body length a message's `Content-Length` gives, checking that the framing is
-/// unambiguous: `None` when `Transfer-Encoding` overrides it or it is absent; otherwise it must be
-/// one value. `present`: the framing fields of `headers`. (`validate_content_length`, then
-/// `content_length_for_framing`.)
-pub fn body_length(headers: &HeaderMap, present: Present) -> Result<Option<usize>> {
-    if present.transfer_encoding || !present.content_length {
-        return Ok(None);
-    }
-    content_length(headers)
 }
 
 /// Whether `chunked` is the last transfer coding of the last `Transfer-Encoding` field.
@@ -168,7 +202,7 @@ mod tests {
     fn transfer_encoding_overrides_an_invalid_content_length() {
         fn length(fields: &[(&str, &str)]) -> Result<Option<usize>> {
             let headers = headers(fields);
-            body_length(&headers, Present::of(&headers))
+            Present::of(&headers).body_length(&headers)
         }
         assert!(length(&[("content-length", "x")]).is_err());
         assert_eq!(length(&[("content-length", "4")]).unwrap(), Some(4));

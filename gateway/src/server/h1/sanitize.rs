@@ -193,8 +193,8 @@ pub fn direct_head(
 
 /// What `after_filter` checks of an origin-form request's `Host` (neither added nor replaced
 /// without an authority to take it from): pingora-core's `validate_request_authority` comes down
-/// to this when the target has no authority and the method is not CONNECT. The session checks
-/// it so when the request comes; a plugin may have edited `Host` since.
+/// to this when the target has no authority and the method is not CONNECT. The session makes
+/// this check when the request comes (`Session::start`); a plugin may have edited `Host` since.
 pub(super) fn single_plain_host(req: &RequestHeader) -> Result<()> {
     let mut hosts = req.headers.get_all(header::HOST).iter();
     let host = hosts.next();

@@ -138,19 +138,17 @@ impl Session {
     fn start(&mut self, present: Present) -> Result<()> {
         let req = self.request.as_mut().expect("a request header was parsed");
         let has_te = present.transfer_encoding;
-        let chunked = has_te && framing::is_chunked(&req.headers);
+        let chunked = present.is_chunked(&req.headers);
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which goes; §6.1: the
         // connection must then close after the response.
         let both = has_te && present.content_length;
         if both {
             req.remove_header(&header::CONTENT_LENGTH);
         }
-        let keepalive = if present.connection {
-            framing::connection_keepalive(&req.headers)
-        } else {
-            None
-        };
-        self.keepalive = !both && keepalive.unwrap_or(req.version == Version::HTTP_11);
+        self.keepalive = !both
+            && present
+                .connection_keepalive(&req.headers)
+                .unwrap_or(req.version == Version::HTTP_11);
         // pingora-core's `validate_request_authority`, which for an origin-form target (the
         // common case) comes down to checking `Host` alone, without a second lookup of it.
         if req.method != Method::CONNECT
@@ -161,7 +159,7 @@ impl Session {
         } else {
             authority::validate_request_authority(req)?;
         }
-        let length = framing::body_length(&req.headers, present)?;
+        let length = present.body_length(&req.headers)?;
         if has_te {
             // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
             if req.version == Version::HTTP_10 {
@@ -315,9 +313,8 @@ impl Session {
 
     /// Whether `resp` accepts an upgrade the request asked for.
     pub fn is_upgrade(&self, resp: &ResponseHeader) -> bool {
-        // The status first: the request's map is asked only for a 101.
-        resp.status == StatusCode::SWITCHING_PROTOCOLS
-            && resp.version == Version::HTTP_11
+        // The response first: the request's map is asked only for a 101.
+        framing::accepts_upgrade(resp)
             && self.request.as_ref().is_some_and(|req| {
                 req.version == Version::HTTP_11 && req.headers.contains_key(header::UPGRADE)
             })

@@ -7,13 +7,13 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName};
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_http::HeaderNameVariant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::framing::Present;
+use super::framing::{self, Present};
 use crate::limits;
 
 /// Reads what the connection has into `buf`, growing it by up to `reserve` bytes. A buffer let
@@ -127,7 +127,7 @@ pub fn field_offsets(
 
 /// Response fields that go to the client as they came, beside the header's map: a response that
 /// no filter or plugin reads or edits needs a map of only the fields its framing depends on
-/// (see [`framing_field`]). Building a map entry (a name parsed, a value normalized, a hashed
+/// (see [`framing::framing_field`]). Building a map entry (a name parsed, a value normalized, a hashed
 /// insert) cost about 400 instructions per field; these are written from the read buffer.
 #[derive(Debug)]
 pub struct PassedFields {
@@ -147,19 +147,6 @@ impl PassedFields {
             .iter()
             .map(|(name, value)| (&self.head[name.clone()], &self.head[value.clone()]))
     }
-}
-
-/// The fields a response's framing and the connection's reuse are decided by (the others can
-/// pass through as [`PassedFields`]): `name`'s, if it is one of them.
-pub fn framing_field(name: &[u8]) -> Option<HeaderName> {
-    // By length first: one comparison at most, for a field that runs past all three.
-    let (spelt, field) = match name.len() {
-        14 => ("content-length", header::CONTENT_LENGTH),
-        17 => ("transfer-encoding", header::TRANSFER_ENCODING),
-        10 => ("connection", header::CONNECTION),
-        _ => return None,
-    };
-    spelt.as_bytes().eq_ignore_ascii_case(name).then_some(field)
 }
 
 /// Whether httparse's `fields` can be split into a map of the framing fields and
@@ -182,7 +169,7 @@ pub fn split_field_offsets(
     let mut named = Vec::with_capacity(3);
     for f in fields {
         // The name is already known: no `HeaderName::from_bytes` to parse it again.
-        match framing_field(f.name.as_bytes()) {
+        match framing::framing_field(f.name.as_bytes()) {
             Some(name) => named.push((name, offsets(base, f.value))),
             None => passed.push((offsets(base, f.name.as_bytes()), offsets(base, f.value))),
         }
